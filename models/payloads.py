@@ -1,0 +1,193 @@
+"""Plain pydantic payloads that cross the workflow boundary (inputs, results, messages).
+They never import the table classes: workflows must stay free of database code."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, StrictInt, field_validator
+
+from models.ids import normalise_email
+
+
+class UserType(StrEnum):
+    BASIC = "basic"
+    LICENSED = "licensed"
+
+
+class InvitationStatus(StrEnum):
+    PENDING = "pending"  # waiting for the invitee
+    BLOCKED = "blocked"  # tried to accept, error 1009; still open
+    AWAITING_REFUND_CHOICE = "awaiting_refund_choice"
+    ACCEPTED = "accepted"  # linked, paying refund
+    TRANSFERRING = "transferring"
+    COMPLETED = "completed"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    FAILED = "failed_compensated"
+
+    @property
+    def awaiting_acceptance(self) -> bool:
+        return self in (InvitationStatus.PENDING, InvitationStatus.BLOCKED)
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    @property
+    def data_moving(self) -> bool:
+        """Past this point an invitation can no longer be revoked."""
+        return self in (
+            InvitationStatus.ACCEPTED, InvitationStatus.TRANSFERRING, InvitationStatus.COMPLETED,
+            InvitationStatus.FAILED,
+        )
+
+
+FINAL_STATUSES = frozenset(
+    {
+        InvitationStatus.COMPLETED, InvitationStatus.DECLINED, InvitationStatus.EXPIRED,
+        InvitationStatus.REVOKED, InvitationStatus.FAILED,
+    }
+)
+
+
+class Category(StrEnum):
+    PROFILE = "profile"
+    MEETINGS = "meetings"  # scheduled meetings and webinars
+    RECORDINGS = "recordings"
+    CHAT = "chat"
+    CONTACTS = "contacts"
+    SETTINGS = "settings"
+
+
+class RefundDestination(StrEnum):
+    ORIGINAL_PAYMENT_METHOD = "original_payment_method"
+    ACCOUNT_CREDIT = "account_credit"  # credit moved to the joining (organisation) account
+
+
+DEFAULT_REMINDERS_AFTER = [timedelta(days=7)]
+DEFAULT_REMINDERS_BEFORE_EXPIRY = [timedelta(days=3)]
+
+
+class InvitationInput(BaseModel):
+    account_id: StrictInt
+    invited_by: str  # email of the inviting owner/admin
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    user_type: UserType = UserType.BASIC
+    group: str | None = None
+    message: str | None = Field(default=None, max_length=2000)
+    expires_in_days: int = Field(default=30, ge=1, le=365)
+    # Reminder offsets: after the invitation, and before expiry (admin "expiring soon" too).
+    remind_after: list[timedelta] = Field(default_factory=lambda: list(DEFAULT_REMINDERS_AFTER))
+    remind_before_expiry: list[timedelta] = Field(
+        default_factory=lambda: list(DEFAULT_REMINDERS_BEFORE_EXPIRY)
+    )
+
+    @field_validator("email", "invited_by")
+    @classmethod
+    def _normalise(cls, v: str) -> str:
+        return normalise_email(v)
+
+
+class BlockingItem(BaseModel):
+    kind: Literal["other_user", "room", "other_business_account", "account_closed"]
+    name: str  # the other user's email, the room's name, the other account's name
+    action: str  # what the invitee must do, in plain words
+
+
+class RefundQuote(BaseModel):
+    amount_minor: StrictInt
+    currency: str
+    price_minor: StrictInt
+    plan: str
+    period_start: datetime
+    period_end: datetime
+    at: datetime  # the acceptance time the quote was computed for
+    seconds_left: int
+    period_seconds: int
+    formula: str
+    payment_method: str
+
+
+class AcceptOutcome(BaseModel):
+    outcome: Literal["blocked", "refund_choice_needed", "accepted"]
+    error_code: int | None = None  # 1009 when blocked
+    blocking: list[BlockingItem] = []
+    quote: RefundQuote | None = None
+    message: str
+
+
+class AcceptRequest(BaseModel):
+    """Optional: a client that already knows where the refund goes can say so at once."""
+
+    refund_destination: RefundDestination | None = None
+
+
+class RefundChoice(BaseModel):
+    destination: RefundDestination
+
+
+class DeclineRequest(BaseModel):
+    reason: str | None = None
+
+
+class ResendRequest(BaseModel):
+    expires_in_days: int | None = Field(default=None, ge=1, le=365)
+
+
+class RevokeRequest(BaseModel):
+    by: str | None = None
+    reason: str | None = None
+
+
+class Payment(BaseModel):
+    idempotency_key: str
+    amount_minor: StrictInt
+    currency: str
+    destination: RefundDestination
+    status: Literal["paid", "reversed", "none"]
+
+
+class CategoryProgress(BaseModel):
+    category: Category
+    state: Literal["pending", "running", "staged", "live", "failed", "compensated"] = "pending"
+    total: int = 0
+    copied: int = 0
+    bytes_copied: int = 0
+    attempts: int = 0
+    error: str | None = None
+
+
+class SettingChange(BaseModel):
+    key: str
+    old: Any
+    new: Any
+    why: str  # e.g. "locked by account Acme" / "locked by group Sales"
+
+
+class Progress(BaseModel):
+    """Everything a script, the link handler or an operator needs to know."""
+
+    invitation_id: str
+    status: InvitationStatus
+    account_id: int
+    email: str
+    user_type: UserType
+    invited_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None = None
+    finished_at: datetime | None = None
+    blocking: list[BlockingItem] = []
+    quote: RefundQuote | None = None
+    payment: Payment | None = None
+    categories: dict[Category, CategoryProgress] = {}
+    settings_changed: list[SettingChange] = []
+    reports_left_behind: int = 0
+    reminders_sent: int = 0
+    failure_reason: str | None = None
+    step: str = ""  # human-readable current step

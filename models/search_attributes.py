@@ -1,0 +1,21 @@
+"""Custom search attributes, defined once. `make run` registers them on the dev server;
+see README ("Operators") for the `temporal operator search-attribute create` commands."""
+
+from temporalio.common import SearchAttributeKey
+
+STATUS = SearchAttributeKey.for_keyword("InvitationStatus")
+ACCOUNT_ID = SearchAttributeKey.for_keyword("InvitationAccountId")
+INVITEE_EMAIL = SearchAttributeKey.for_keyword("InviteeEmail")
+USER_TYPE = SearchAttributeKey.for_keyword("InvitationUserType")
+REFUND_MINOR = SearchAttributeKey.for_int("InvitationRefundMinor")
+
+ALL = (STATUS, ACCOUNT_ID, INVITEE_EMAIL, USER_TYPE, REFUND_MINOR)
+
+
+def cli_flags() -> list[str]:
+    """`--search-attribute Name=Type` flags for `temporal server start-dev`."""
+    kinds = {"KEYWORD": "Keyword", "INT": "Int"}
+    return [
+        f"--search-attribute={key.name}={kinds[key.indexed_value_type.name.split('_')[-1]]}"
+        for key in ALL
+    ]

@@ -1,0 +1,235 @@
+"""The platform's system of record. Only activities, the seeder and the link handler's
+read-only preview touch these `table=True` classes; workflows see `models.payloads`.
+
+Transferred data is *staged* before it goes live: a copy in the organisation's scope
+carries `invitation_id`, the id of the row it came from (`source_id`) and `staged=True`.
+The unique (invitation_id, source_id) pair is what makes every copy safe to run twice.
+Money columns are integers in the currency's minor unit, validated strictly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Strict
+from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+# An int that refuses floats, Decimals and numeric strings: money never passes as 12.5.
+MinorUnits = Annotated[int, Strict()]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class AccountKind(StrEnum):
+    INDIVIDUAL = "individual"
+    BUSINESS = "business"
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class Account(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    kind: AccountKind
+    plan: str = "basic"  # "basic" (free), "pro", "business"
+    paid: bool = False
+    licensed_seats: int = Field(default=0, ge=0)
+    currency: str = Field(default="USD", min_length=3, max_length=3)
+    credit_balance_minor: MinorUnits = 0
+    status: str = "active"  # active | closed
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    """A person's identity. `account_id` is the account they currently belong to."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True)  # stored normalised (lower-case, trimmed)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    role: Role = Role.MEMBER
+    user_type: str = "basic"  # basic | licensed
+    group_name: str | None = None
+    first_name: str = ""
+    last_name: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Subscription(SQLModel, table=True):
+    __table_args__ = (CheckConstraint("price_minor >= 0", name="ck_subscription_price"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    plan: str
+    price_minor: MinorUnits
+    currency: str = Field(min_length=3, max_length=3)
+    period_start: datetime
+    period_end: datetime
+    status: str = "active"  # active | cancelled | ended
+    payment_method: str = "card"
+    ended_at: datetime | None = None
+
+
+class Room(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    name: str
+
+
+class Staged(SQLModel):
+    """Columns every transferable row carries (see module docstring)."""
+
+    account_id: int = Field(foreign_key="account.id", index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    invitation_id: str | None = Field(default=None, index=True)
+    source_id: int | None = None
+    staged: bool = False
+
+
+def _staging_unique(table: str) -> tuple[Any, ...]:
+    return (UniqueConstraint("invitation_id", "source_id", name=f"uq_{table}_staged_copy"),)
+
+
+class Profile(Staged, table=True):
+    __table_args__ = _staging_unique("profile")
+    id: int | None = Field(default=None, primary_key=True)
+    display_name: str
+    picture_url: str | None = None
+    timezone: str = "UTC"
+    language: str = "en-US"
+
+
+class Meeting(Staged, table=True):
+    """Scheduled meetings and webinars (`kind`)."""
+
+    __table_args__ = _staging_unique("meeting")
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = "meeting"  # meeting | webinar
+    topic: str
+    start_time: datetime
+    duration_minutes: int = 30
+
+
+class Recording(Staged, table=True):
+    """A cloud recording; the bytes live at settings.recordings_dir / path."""
+
+    __table_args__ = _staging_unique("recording")
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str
+    path: str
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(min_length=64, max_length=64)
+    recorded_at: datetime = Field(default_factory=utcnow)
+
+
+class ChatMessage(Staged, table=True):
+    __table_args__ = _staging_unique("chatmessage") + (
+        Index("ix_chatmessage_user_id_id", "user_id", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    body: str
+    sent_at: datetime
+
+
+class Contact(Staged, table=True):
+    __table_args__ = _staging_unique("contact")
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    email: str
+
+
+class UserSetting(Staged, table=True):
+    __table_args__ = _staging_unique("usersetting")
+    id: int | None = Field(default=None, primary_key=True)
+    key: str
+    value: Any = Field(sa_column=Column(JSON, nullable=False))
+
+
+class AccountSetting(SQLModel, table=True):
+    """An account-wide (group_name None) or group setting; `locked` forces members to it."""
+
+    __table_args__ = (UniqueConstraint("account_id", "group_name", "key", name="uq_acct_setting"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    group_name: str | None = None
+    key: str
+    value: Any = Field(sa_column=Column(JSON, nullable=False))
+    locked: bool = False
+
+
+class Report(SQLModel, table=True):
+    """Usage reports. They never transfer: the invitee downloads them before accepting."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    kind: str = "meeting"  # meeting | webinar | usage
+    title: str
+    held_on: datetime
+    participants: int = 0
+    minutes: int = 0
+
+
+class Invitation(SQLModel, table=True):
+    """The admin-facing record of an invitation; the workflow (same id) is the truth of
+    its progress and keeps `status` here current."""
+
+    id: str = Field(primary_key=True)  # == the workflow id
+    account_id: int = Field(foreign_key="account.id", index=True)
+    invited_by_user_id: int = Field(foreign_key="user.id")
+    email: str = Field(index=True)
+    first_name: str = ""
+    last_name: str = ""
+    user_type: str = "basic"
+    group_name: str | None = None
+    message: str | None = None
+    status: str = Field(default="pending", index=True)
+    invited_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    updated_at: datetime = Field(default_factory=utcnow)
+    source_account_id: int | None = None  # the invitee's individual account, once linked
+
+
+class RefundLedger(SQLModel, table=True):
+    """Every refund movement. `idempotency_key` is derived from the invitation, so a
+    retried payment finds its first attempt instead of paying twice."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True, index=True)
+    invitation_id: str = Field(index=True)
+    subscription_id: int = Field(foreign_key="subscription.id")
+    kind: str  # refund | reversal
+    amount_minor: MinorUnits  # positive for a refund, negative for its reversal
+    currency: str = Field(min_length=3, max_length=3)
+    destination: str  # original_payment_method | account_credit
+    destination_account_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    invitation_id: str | None = Field(default=None, index=True)
+    account_id: int | None = None
+    kind: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class SentEmail(SQLModel, table=True):
+    """One row per message: `message_key` makes sending idempotent."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_key: str = Field(unique=True, index=True)
+    invitation_id: str | None = Field(default=None, index=True)
+    kind: str
+    to: str
+    subject: str
+    sent_at: datetime = Field(default_factory=utcnow)
