@@ -40,3 +40,21 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+async def connect_temporal(settings: Settings | None = None, runtime=None):  # -> Client
+    """The one way every process connects: envconfig profile (TLS, API key, address from
+    TEMPORAL_* / temporal.toml) completed by our settings, pydantic data converter."""
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.envconfig import ClientConfigProfile
+
+    settings = settings or get_settings()
+    profile = ClientConfigProfile.load(profile=settings.temporal_profile)
+    connect = profile.to_client_connect_config()
+    connect.setdefault("target_host", settings.temporal_address)
+    connect.setdefault("namespace", settings.temporal_namespace)
+    target = connect.pop("target_host")
+    if runtime is not None:
+        connect["runtime"] = runtime
+    return await Client.connect(target, data_converter=pydantic_data_converter, **connect)

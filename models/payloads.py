@@ -176,8 +176,14 @@ class Progress(BaseModel):
     invitation_id: str
     status: InvitationStatus
     account_id: int
+    account_name: str = ""
+    invited_by: str = ""
     email: str
+    first_name: str = ""
+    last_name: str = ""
     user_type: UserType
+    group: str | None = None
+    message: str | None = None
     invited_at: datetime
     expires_at: datetime
     accepted_at: datetime | None = None
@@ -191,3 +197,66 @@ class Progress(BaseModel):
     reminders_sent: int = 0
     failure_reason: str | None = None
     step: str = ""  # human-readable current step
+
+
+class InvitationResult(BaseModel):
+    """What the workflow returns when it ends, whatever the ending."""
+
+    status: InvitationStatus
+    progress: Progress
+
+
+class EmailKind(StrEnum):
+    # to the invitee
+    INVITATION = "invitation"
+    REMINDER = "reminder"
+    REFUND_RECEIPT = "refund_receipt"
+    COMPLETION = "completion"
+    EXPIRED = "expired"
+    # to the inviting admin
+    ADMIN_ACCEPTED = "admin_accepted"
+    ADMIN_BLOCKED = "admin_blocked"
+    ADMIN_COMPLETED = "admin_completed"
+    ADMIN_EXPIRING_SOON = "admin_expiring_soon"
+    ADMIN_EXPIRED = "admin_expired"
+
+
+class EmailRequest(BaseModel):
+    """One message. `message_key` is unique per message (e.g. "<invitation>:reminder:1"):
+    sending the same key twice sends once."""
+
+    message_key: str
+    kind: EmailKind
+    to: str
+    invitation_id: str
+    progress: Progress  # everything the templates need about the invitation
+    issued_at: datetime | None = None  # issue time of the signed link, if the mail has one
+    admin_email: str | None = None
+
+
+class EmailResult(BaseModel):
+    message_key: str
+    sent: bool  # False when this key had already been sent
+    subject: str
+
+
+class CategoryCount(BaseModel):
+    category: Category
+    items: int
+    bytes: int = 0
+
+
+class Preview(BaseModel):
+    """What the invitee sees before accepting (computed from the platform's records)."""
+
+    invitation_id: str
+    account_name: str
+    invited_by: str
+    email: str
+    user_type: UserType
+    group: str | None
+    counts: list[CategoryCount]
+    settings_changes: list[SettingChange]
+    reports_left_behind: int
+    quote: RefundQuote | None
+    blocking: list[BlockingItem]

@@ -1,0 +1,163 @@
+"""Inputs and results of the activities (one model each), shared by the workflow, which
+calls activities by name, and the activity classes that implement them.
+
+Activity names (all on the invitations task queue):
+
+PlatformActivities (activities/platform.py)
+    register_invitation(RegisterInvitation) -> RegisteredInvitation
+    record_status(StatusChange) -> None
+    check_acceptance(AcceptanceCheck) -> AcceptanceFacts
+    link_member(LinkMember) -> Membership
+    unlink_member(Membership) -> None
+    pay_refund(PayRefund) -> Payment
+    reverse_refund(ReverseRefund) -> Payment
+    finalise(Finalise) -> Finalised
+TransferActivities (activities/transfers.py)
+    transfer_profile | transfer_meetings | transfer_recordings | transfer_chat |
+    transfer_contacts | transfer_settings  (Transfer) -> Transferred
+    undo_transfer(UndoTransfer) -> UndoneTransfer
+MailActivities (activities/mail.py)
+    send_email(EmailRequest) -> EmailResult        (models.payloads)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, StrictInt
+
+from models.payloads import (
+    BlockingItem, Category, InvitationInput, InvitationStatus, Payment, RefundDestination,
+    RefundQuote, SettingChange, UserType,
+)
+
+TRANSFER_ACTIVITY = {c: f"transfer_{c.value}" for c in Category}
+
+# ApplicationError types raised by activities (non-retryable business failures).
+ERR_SEATS_EXHAUSTED = "SeatsExhausted"
+ERR_CHECKSUM_MISMATCH = "ChecksumMismatch"
+ERR_SOURCE_CHANGED = "SourceChanged"
+ERR_INVITEE_UNAVAILABLE = "InviteeUnavailable"
+ERR_TRANSFER_FAILED = "TransferFailed"
+
+
+class RegisterInvitation(BaseModel):
+    invitation_id: str
+    input: InvitationInput
+    invited_at: datetime
+    expires_at: datetime
+
+
+class RegisteredInvitation(BaseModel):
+    account_name: str
+    invited_by_name: str
+
+
+class StatusChange(BaseModel):
+    invitation_id: str
+    status: InvitationStatus
+    at: datetime
+    expires_at: datetime | None = None
+    source_account_id: int | None = None
+    event: str  # audit event kind, e.g. "accepted", "blocked", "refund_paid"
+    detail: dict[str, Any] = {}
+
+
+class AcceptanceCheck(BaseModel):
+    invitation_id: str
+    account_id: StrictInt
+    email: str
+    user_type: UserType
+    group: str | None
+    at: datetime  # acceptance time (workflow.now()): the refund quote is computed for it
+
+
+class AcceptanceFacts(BaseModel):
+    blocking: list[BlockingItem]
+    quote: RefundQuote | None  # None: nothing to refund (free plan / no subscription)
+    settings_changes: list[SettingChange]
+    reports_left_behind: int
+    user_id: int | None  # None: no account yet on the platform
+    source_account_id: int | None
+
+
+class LinkMember(BaseModel):
+    invitation_id: str
+    account_id: StrictInt
+    email: str
+    first_name: str = ""
+    last_name: str = ""
+    user_type: UserType
+    group: str | None
+
+
+class Membership(BaseModel):
+    """Who was linked, and what they were before (so that unlinking restores it)."""
+
+    invitation_id: str
+    user_id: int
+    account_id: int
+    source_account_id: int | None
+    previous_role: str | None
+    previous_user_type: str | None
+    previous_group: str | None
+    created_user: bool = False
+
+
+class PayRefund(BaseModel):
+    invitation_id: str
+    source_account_id: int
+    org_account_id: int
+    destination: RefundDestination
+    at: datetime
+
+
+class ReverseRefund(BaseModel):
+    invitation_id: str
+    source_account_id: int
+    org_account_id: int
+
+
+class Transfer(BaseModel):
+    invitation_id: str
+    category: Category
+    user_id: int
+    source_account_id: int
+    org_account_id: int
+    group: str | None = None
+    batch_size: int = 1000
+
+
+class Transferred(BaseModel):
+    category: Category
+    total: int  # rows in the source
+    copied: int  # staged rows at the destination after this activity
+    bytes: int = 0
+    batches: int = 0  # batches written by the attempt that finished
+    resumed_from: int | None = None  # checkpoint (last source id) the attempt started from
+    attempt: int = 1
+    settings_changed: list[SettingChange] = []
+    reports_left_behind: int = 0
+
+
+class UndoTransfer(BaseModel):
+    invitation_id: str
+    category: Category
+
+
+class UndoneTransfer(BaseModel):
+    category: Category
+    removed: int
+
+
+class Finalise(BaseModel):
+    invitation_id: str
+    user_id: int
+    source_account_id: int | None
+    org_account_id: int
+
+
+class Finalised(BaseModel):
+    made_live: dict[str, int]
+    source_account_closed: bool

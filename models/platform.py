@@ -1,0 +1,174 @@
+"""Read-side rules of the platform, shared by the activities (at acceptance time) and the
+link handler's preview (before it), so that what the invitee is shown is what happens.
+
+- `blocking_items`: the conditions behind error 1009.
+- `settings_changes`: which of the invitee's settings the organisation's locks override.
+- `category_counts`: what will move; `reports_left_behind`: what will not.
+- `refund_quote`: the prorated refund (see models.money).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from models.db import as_utc
+from models.money import FORMULA, prorated_refund_minor
+from models.payloads import (
+    BlockingItem, Category, CategoryCount, RefundQuote, SettingChange,
+)
+from models.tables import (
+    Account, AccountKind, AccountSetting, ChatMessage, Contact, Meeting, Profile, Recording,
+    Report, Role, Room, Subscription, User, UserSetting,
+)
+
+ERROR_1009 = 1009
+
+# Which table holds each category (settings are UserSetting rows).
+CATEGORY_TABLES = {
+    Category.PROFILE: Profile,
+    Category.MEETINGS: Meeting,
+    Category.RECORDINGS: Recording,
+    Category.CHAT: ChatMessage,
+    Category.CONTACTS: Contact,
+    Category.SETTINGS: UserSetting,
+}
+
+
+def find_user(session: Session, email: str) -> User | None:
+    return session.exec(select(User).where(User.email == email)).first()
+
+
+def blocking_items(session: Session, invitee: User, org_account_id: int) -> list[BlockingItem]:
+    """Everything that stops `invitee` from joining `org_account_id` right now."""
+    account = session.get(Account, invitee.account_id)
+    assert account is not None
+    items: list[BlockingItem] = []
+    if account.id == org_account_id:
+        return items
+    if account.kind == AccountKind.BUSINESS:
+        items.append(BlockingItem(
+            kind="other_business_account", name=account.name,
+            action=f"Leave the business account {account.name!r} (ask its owner to remove "
+                   "you) before joining.",
+        ))
+        return items
+    if account.status != "active":
+        items.append(BlockingItem(
+            kind="account_closed", name=account.name,
+            action="Your account is closed; ask the inviting admin for a new invitation.",
+        ))
+        return items
+    others = session.exec(
+        select(User).where(User.account_id == account.id, User.id != invitee.id)
+        .order_by(col(User.email))
+    ).all()
+    for other in others:
+        items.append(BlockingItem(
+            kind="other_user", name=other.email,
+            action=f"Remove {other.email} from your account (Admin > User Management), "
+                   "or transfer them to another account.",
+        ))
+    rooms = session.exec(
+        select(Room).where(Room.account_id == account.id).order_by(col(Room.name))
+    ).all()
+    for room in rooms:
+        items.append(BlockingItem(
+            kind="room", name=room.name,
+            action=f"Delete the room {room.name!r} or move it to another account "
+                   "(Room Management).",
+        ))
+    return items
+
+
+def settings_changes(
+    session: Session, invitee: User, org_account_id: int, group: str | None,
+) -> list[SettingChange]:
+    """The invitee's settings that a lock of the organisation (or of the invited group)
+    overrides: key, old value, new value, and why. A group lock wins over an account lock."""
+    org = session.get(Account, org_account_id)
+    assert org is not None
+    locks: dict[str, tuple[object, str]] = {}
+    rows = session.exec(
+        select(AccountSetting).where(
+            AccountSetting.account_id == org_account_id, AccountSetting.locked == True,  # noqa: E712
+        )
+    ).all()
+    for row in sorted(rows, key=lambda r: r.group_name is not None):  # account, then group
+        if row.group_name is None:
+            locks[row.key] = (row.value, f"locked by account {org.name}")
+        elif group is not None and row.group_name == group:
+            locks[row.key] = (row.value, f"locked by group {group} of {org.name}")
+    mine = session.exec(
+        select(UserSetting).where(
+            UserSetting.user_id == invitee.id, UserSetting.account_id == invitee.account_id,
+            UserSetting.staged == False,  # noqa: E712
+        ).order_by(col(UserSetting.key))
+    ).all()
+    changes = []
+    for setting in mine:
+        if setting.key in locks and locks[setting.key][0] != setting.value:
+            new, why = locks[setting.key]
+            changes.append(SettingChange(key=setting.key, old=setting.value, new=new, why=why))
+    return changes
+
+
+def category_counts(session: Session, invitee: User) -> list[CategoryCount]:
+    counts = []
+    for category, table in CATEGORY_TABLES.items():
+        q = select(func.count()).select_from(table).where(
+            table.user_id == invitee.id, table.account_id == invitee.account_id,
+            table.staged == False,  # noqa: E712
+        )
+        n = session.exec(q).one()
+        size = 0
+        if table is Recording:
+            size = session.exec(
+                select(func.coalesce(func.sum(Recording.size_bytes), 0)).where(
+                    Recording.user_id == invitee.id, Recording.account_id == invitee.account_id,
+                    Recording.staged == False,  # noqa: E712
+                )
+            ).one()
+        counts.append(CategoryCount(category=category, items=int(n), bytes=int(size)))
+    return counts
+
+
+def reports_left_behind(session: Session, invitee: User) -> list[Report]:
+    return list(session.exec(
+        select(Report).where(Report.user_id == invitee.id, Report.account_id == invitee.account_id)
+        .order_by(col(Report.held_on))
+    ).all())
+
+
+def active_subscription(session: Session, account_id: int) -> Subscription | None:
+    return session.exec(
+        select(Subscription).where(
+            Subscription.account_id == account_id, Subscription.status == "active",
+        ).order_by(col(Subscription.id).desc())
+    ).first()
+
+
+def refund_quote(session: Session, invitee: User, at: datetime) -> RefundQuote | None:
+    """The refund if `invitee` accepted at `at`; None when there is nothing to refund
+    (no active paid subscription)."""
+    sub = active_subscription(session, invitee.account_id)
+    if sub is None or sub.price_minor == 0:
+        return None
+    start, end = as_utc(sub.period_start), as_utc(sub.period_end)
+    amount, left, period = prorated_refund_minor(
+        price_minor=sub.price_minor, period_start=start, period_end=end, at=at,
+    )
+    return RefundQuote(
+        amount_minor=amount, currency=sub.currency, price_minor=sub.price_minor, plan=sub.plan,
+        period_start=start, period_end=end, at=at, seconds_left=left, period_seconds=period,
+        formula=FORMULA, payment_method=sub.payment_method,
+    )
+
+
+def is_admin_of(session: Session, email: str, account_id: int) -> User | None:
+    user = find_user(session, email)
+    if user and user.account_id == account_id and user.role in (Role.OWNER, Role.ADMIN):
+        return user
+    return None

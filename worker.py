@@ -1,0 +1,96 @@
+"""The worker: runs InvitationWorkflow and every activity on the invitations task queue.
+
+    python worker.py            # uses Settings (INVITES_* env vars, .env)
+
+Prometheus metrics (Temporal's own and ours) are served on settings.metrics_port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from config import Settings, connect_temporal, get_settings
+from models.db import init_db, make_engine
+from observability import configure_logging
+
+log = logging.getLogger("worker")
+
+
+def activity_methods(*objects: object) -> list[Callable[..., Any]]:
+    """Every @activity.defn method of the given activity-class instances."""
+    found = []
+    for obj in objects:
+        for _, member in inspect.getmembers(obj, inspect.ismethod):
+            if hasattr(member, "__temporal_activity_definition"):
+                found.append(member)
+    return found
+
+
+def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., Any]]:
+    from activities.mail import MailActivities
+    from activities.platform import PlatformActivities
+    from activities.transfers import TransferActivities
+
+    return activity_methods(
+        PlatformActivities(settings, engine),
+        TransferActivities(settings, engine),
+        MailActivities(settings, engine),
+    )
+
+
+def build_worker(
+    client: Client, settings: Settings, engine: Engine, *, task_queue: str | None = None,
+    activities: list[Callable[..., Any]] | None = None, **kwargs: Any,
+) -> Worker:
+    from workflows.invitation import InvitationWorkflow
+
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[InvitationWorkflow],
+        activities=activities if activities is not None else build_activities(settings, engine),
+        max_concurrent_activities=kwargs.pop("max_concurrent_activities", 50),
+        **kwargs,
+    )
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    if not settings.metrics_port:
+        return Runtime(telemetry=TelemetryConfig())
+    return Runtime(telemetry=TelemetryConfig(
+        metrics=PrometheusConfig(bind_address=f"127.0.0.1:{settings.metrics_port}"),
+    ))
+
+
+async def main() -> None:
+    settings = get_settings()
+    configure_logging(json_output=settings.log_json,
+                      secrets=[settings.link_secret.get_secret_value()])
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    runtime = make_runtime(settings)
+    client = await connect_temporal(settings, runtime=runtime)
+    worker = build_worker(client, settings, engine)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %s (metrics on :%s)", settings.task_queue,
+             settings.metrics_port)
+    async with worker:
+        await stop.wait()
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
