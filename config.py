@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = 9464
     log_json: bool = False
     invitation_expiry_days: int = Field(default=30, ge=1, le=365)
+    # Dev stack (`make run`): where its files live and the ports it serves on 127.0.0.1.
+    data_dir: Path = ROOT / ".data"
+    ui_port: int = 8233
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
 
 
 @lru_cache

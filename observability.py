@@ -73,7 +73,8 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ids = _ids(record)
         suffix = " ".join(f"{k}={v}" for k, v in ids.items() if k != "run_id")
-        base = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
+        base = (f"{self.formatTime(record)} {record.levelname:<7} {record.name}: "
+                f"{record.getMessage()}")
         out = f"{base}  [{suffix}]" if suffix else base
         if record.exc_info:
             out += "\n" + self.formatException(record.exc_info)

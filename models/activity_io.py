@@ -28,8 +28,14 @@ from typing import Any
 from pydantic import BaseModel, StrictInt
 
 from models.payloads import (
-    BlockingItem, Category, InvitationInput, InvitationStatus, Payment, RefundDestination,
-    RefundQuote, SettingChange, UserType,
+    BlockingItem,
+    Category,
+    InvitationInput,
+    InvitationStatus,
+    RefundDestination,
+    RefundQuote,
+    SettingChange,
+    UserType,
 )
 
 TRANSFER_ACTIVITY = {c: f"transfer_{c.value}" for c in Category}

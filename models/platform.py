@@ -17,11 +17,27 @@ from sqlmodel import Session, col, select
 from models.db import as_utc
 from models.money import FORMULA, prorated_refund_minor
 from models.payloads import (
-    BlockingItem, Category, CategoryCount, RefundQuote, SettingChange,
+    BlockingItem,
+    Category,
+    CategoryCount,
+    RefundQuote,
+    SettingChange,
 )
 from models.tables import (
-    Account, AccountKind, AccountSetting, ChatMessage, Contact, Meeting, Profile, Recording,
-    Report, Role, Room, Subscription, User, UserSetting,
+    Account,
+    AccountKind,
+    AccountSetting,
+    ChatMessage,
+    Contact,
+    Meeting,
+    Profile,
+    Recording,
+    Report,
+    Role,
+    Room,
+    Subscription,
+    User,
+    UserSetting,
 )
 
 ERROR_1009 = 1009

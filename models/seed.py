@@ -17,8 +17,20 @@ from sqlmodel import Session, select
 
 from models.ids import normalise_email
 from models.tables import (
-    Account, AccountKind, AccountSetting, ChatMessage, Contact, Meeting, Profile, Recording,
-    Report, Role, Room, Subscription, User, UserSetting,
+    Account,
+    AccountKind,
+    AccountSetting,
+    ChatMessage,
+    Contact,
+    Meeting,
+    Profile,
+    Recording,
+    Report,
+    Role,
+    Room,
+    Subscription,
+    User,
+    UserSetting,
 )
 
 ACME_LOCKS: dict[str, Any] = {"cloud_recording": True, "waiting_room": True}

