@@ -32,6 +32,7 @@ from models.payloads import (
     Category,
     InvitationInput,
     InvitationStatus,
+    Payment,  # noqa: F401  (pay_refund/reverse_refund return it; re-exported)
     RefundDestination,
     RefundQuote,
     SettingChange,
