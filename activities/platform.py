@@ -1,0 +1,462 @@
+"""Activities that change the platform's records around one invitation: the admin-facing
+Invitation row and its audit trail, membership of the organisation, the refund, and the
+final switch that makes the transferred data live.
+
+Each method is safe to run twice: writes are keyed by the invitation (audit events by
+(invitation, kind, time), the refund by its idempotency key, the link by its "linked"
+event), so a retried activity finds its first attempt instead of doing the work again.
+Database work is synchronous SQLModel code run in a thread, off the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, delete, func, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from config import Settings
+from models.activity_io import (
+    ERR_INVITEE_UNAVAILABLE,
+    ERR_SEATS_EXHAUSTED,
+    AcceptanceCheck,
+    AcceptanceFacts,
+    Finalise,
+    Finalised,
+    LinkMember,
+    Membership,
+    PayRefund,
+    RegisteredInvitation,
+    RegisterInvitation,
+    ReverseRefund,
+    StatusChange,
+)
+from models.db import as_utc
+from models.ids import refund_idempotency_key, reversal_idempotency_key
+from models.money import prorated_refund_minor
+from models.payloads import FINAL_STATUSES, Category, Payment, RefundDestination
+from models.platform import (
+    CATEGORY_TABLES,
+    active_subscription,
+    blocking_items,
+    find_user,
+    is_admin_of,
+    refund_quote,
+    reports_left_behind,
+    settings_changes,
+)
+from models.records import upsert_invitation
+from models.tables import (
+    Account,
+    AuditEvent,
+    Invitation,
+    RefundLedger,
+    Role,
+    Subscription,
+    User,
+)
+
+# Business failures of this module not (yet) in models.activity_io.
+ERR_INVALID_INVITATION = "InvalidInvitation"  # unknown account, or inviter not owner/admin
+ERR_CURRENCY_MISMATCH = "CurrencyMismatch"  # credit to an account billed in another currency
+
+_FINAL = {s.value for s in FINAL_STATUSES}
+
+
+def source_view(user_id: int, source_account_id: int) -> User:
+    """A detached stand-in for the invitee *as a member of their individual account*.
+    The read rules of models.platform select by (user.id, user.account_id); once the
+    invitee is linked their real account_id is the organisation, so activities that run
+    after the link pass this view instead. Never added to a session."""
+    return User(id=user_id, account_id=source_account_id, email="")
+
+
+def add_event_once(
+    session: Session, *, invitation_id: str, kind: str, at: datetime,
+    account_id: int | None, detail: dict[str, Any],
+) -> bool:
+    """Audit events are keyed by (invitation, kind, time): the workflow's clock makes a
+    retried activity write the same key, so it is written once."""
+    at = as_utc(at)
+    exists = session.exec(select(AuditEvent.id).where(
+        AuditEvent.invitation_id == invitation_id, AuditEvent.kind == kind, AuditEvent.at == at,
+    )).first()
+    if exists is not None:
+        return False
+    session.add(AuditEvent(at=at, invitation_id=invitation_id, account_id=account_id,
+                           kind=kind, detail=detail))
+    return True
+
+
+def _last_link_event(session: Session, invitation_id: str) -> AuditEvent | None:
+    return session.exec(
+        select(AuditEvent).where(
+            AuditEvent.invitation_id == invitation_id,
+            col(AuditEvent.kind).in_(("linked", "unlinked")),
+        ).order_by(col(AuditEvent.id).desc())
+    ).first()
+
+
+def _payment(row: RefundLedger, status: str) -> Payment:
+    return Payment(idempotency_key=row.idempotency_key, amount_minor=abs(row.amount_minor),
+                   currency=row.currency, destination=RefundDestination(row.destination),
+                   status=status)  # type: ignore[arg-type]
+
+
+def _refunds(session: Session, invitation_id: str) -> list[RefundLedger]:
+    """The refunds paid for this invitation, one per round, oldest first."""
+    return list(session.exec(select(RefundLedger).where(
+        RefundLedger.invitation_id == invitation_id, RefundLedger.kind == "refund",
+    ).order_by(col(RefundLedger.id))).all())
+
+
+def _reversed(session: Session, invitation_id: str, round: int) -> bool:
+    key = reversal_idempotency_key(invitation_id, round)
+    return session.exec(select(RefundLedger).where(
+        RefundLedger.idempotency_key == key)).first() is not None
+
+
+def _tables() -> dict[str, Table]:
+    """The transferable tables (Core), by category."""
+    return {c.value: m.__table__ for c, m in CATEGORY_TABLES.items()}  # type: ignore[attr-defined]
+
+
+def _user_has_data(session: Session, user_id: int) -> bool:
+    for table in _tables().values():
+        if session.exec(select(table.c.id).where(table.c.user_id == user_id)).first():
+            return True
+    return False
+
+
+class PlatformActivities:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+
+    # -- invitation record -------------------------------------------------------------
+
+    @activity.defn(name="register_invitation")
+    async def register_invitation(self, req: RegisterInvitation) -> RegisteredInvitation:
+        return await asyncio.to_thread(self._register_invitation, req)
+
+    def _register_invitation(self, req: RegisterInvitation) -> RegisteredInvitation:
+        inp = req.input
+        with Session(self.engine) as session:
+            account = session.get(Account, inp.account_id)
+            if account is None:
+                raise ApplicationError(f"account {inp.account_id} does not exist",
+                                       type=ERR_INVALID_INVITATION, non_retryable=True)
+            inviter = is_admin_of(session, inp.invited_by, inp.account_id)
+            if inviter is None or inviter.id is None:
+                raise ApplicationError(
+                    f"{inp.invited_by} is not an owner or admin of {account.name}",
+                    type=ERR_INVALID_INVITATION, non_retryable=True)
+            upsert_invitation(session, req.invitation_id, inp, invited_by_user_id=inviter.id,
+                              invited_at=req.invited_at, expires_at=req.expires_at)
+            add_event_once(session, invitation_id=req.invitation_id, kind="invited",
+                           at=req.invited_at, account_id=inp.account_id,
+                           detail={"email": inp.email, "invited_by": inp.invited_by,
+                                   "user_type": inp.user_type.value, "group": inp.group})
+            session.commit()
+            name = f"{inviter.first_name} {inviter.last_name}".strip() or inviter.email
+            return RegisteredInvitation(account_name=account.name, invited_by_name=name)
+
+    @activity.defn(name="record_status")
+    async def record_status(self, change: StatusChange) -> None:
+        await asyncio.to_thread(self._record_status, change)
+
+    def _record_status(self, change: StatusChange) -> None:
+        with Session(self.engine) as session:
+            row = session.get(Invitation, change.invitation_id)
+            if row is None:
+                return  # nothing registered (yet): the workflow registers first
+            stale = row.status in _FINAL and change.status.value not in _FINAL
+            if not stale:
+                row.status = change.status.value
+                row.updated_at = as_utc(change.at)
+                if change.expires_at is not None:
+                    row.expires_at = as_utc(change.expires_at)
+                if change.source_account_id is not None:
+                    row.source_account_id = change.source_account_id
+                session.add(row)
+            add_event_once(session, invitation_id=change.invitation_id, kind=change.event,
+                           at=change.at, account_id=row.account_id,
+                           detail={"status": change.status.value, **change.detail})
+            session.commit()
+
+    # -- acceptance ---------------------------------------------------------------------
+
+    @activity.defn(name="check_acceptance")
+    async def check_acceptance(self, check: AcceptanceCheck) -> AcceptanceFacts:
+        return await asyncio.to_thread(self._check_acceptance, check)
+
+    def _check_acceptance(self, check: AcceptanceCheck) -> AcceptanceFacts:
+        with Session(self.engine) as session:
+            user = find_user(session, check.email)
+            if user is None or user.id is None:
+                return AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
+                                       reports_left_behind=0, user_id=None,
+                                       source_account_id=None)
+            blocking = blocking_items(session, user, check.account_id)
+            view, source = user, user.account_id
+            if user.account_id == check.account_id:
+                # Already in the organisation: linked by this invitation (a re-check after
+                # the link) reads the individual account it came from; otherwise nothing
+                # moves.
+                event = _last_link_event(session, check.invitation_id)
+                linked_from = event.detail.get("source_account_id") if (
+                    event is not None and event.kind == "linked") else None
+                if linked_from is None:
+                    return AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
+                                           reports_left_behind=0, user_id=user.id,
+                                           source_account_id=None)
+                view, source = source_view(user.id, linked_from), linked_from
+            return AcceptanceFacts(
+                blocking=blocking,
+                quote=refund_quote(session, view, as_utc(check.at)),
+                settings_changes=settings_changes(session, view, check.account_id, check.group),
+                reports_left_behind=len(reports_left_behind(session, view)),
+                user_id=user.id,
+                source_account_id=source,
+            )
+
+    # -- membership ---------------------------------------------------------------------
+
+    @activity.defn(name="link_member")
+    async def link_member(self, req: LinkMember) -> Membership:
+        return await asyncio.to_thread(self._link_member, req)
+
+    def _link_member(self, req: LinkMember) -> Membership:
+        with Session(self.engine) as session:
+            org = session.get(Account, req.account_id)
+            if org is None:
+                raise ApplicationError(f"account {req.account_id} does not exist",
+                                       type=ERR_INVALID_INVITATION, non_retryable=True)
+            user = find_user(session, req.email)
+            if user is not None and user.id is not None and user.account_id == org.id:
+                event = _last_link_event(session, req.invitation_id)
+                if event is not None and event.kind == "linked":
+                    return Membership.model_validate(event.detail)
+                # A member before this invitation: nothing to link, nothing to restore.
+                return Membership(
+                    invitation_id=req.invitation_id, user_id=user.id, account_id=org.id,
+                    source_account_id=org.id, previous_role=user.role.value,
+                    previous_user_type=user.user_type, previous_group=user.group_name)
+            if user is not None:
+                blocking = blocking_items(session, user, req.account_id)
+                if blocking:  # changed since the acceptance check
+                    raise ApplicationError(
+                        f"{req.email} can no longer join: "
+                        + "; ".join(f"{b.kind} {b.name}" for b in blocking),
+                        type=ERR_INVITEE_UNAVAILABLE, non_retryable=True)
+            if req.user_type.value == "licensed":
+                used = session.exec(select(func.count()).select_from(User).where(
+                    User.account_id == org.id, User.user_type == "licensed")).one()
+                if used >= org.licensed_seats:
+                    raise ApplicationError(
+                        f"{org.name} has no free licensed seat ({used} of "
+                        f"{org.licensed_seats} used)",
+                        type=ERR_SEATS_EXHAUSTED, non_retryable=True)
+            created = user is None
+            if user is None:
+                user = User(email=req.email, account_id=req.account_id, role=Role.MEMBER,
+                            first_name=req.first_name, last_name=req.last_name)
+                previous: dict[str, Any] = {"source_account_id": None, "previous_role": None,
+                                            "previous_user_type": None, "previous_group": None}
+            else:
+                previous = {"source_account_id": user.account_id,
+                            "previous_role": user.role.value,
+                            "previous_user_type": user.user_type,
+                            "previous_group": user.group_name}
+            assert org.id is not None
+            user.account_id, user.role = org.id, Role.MEMBER
+            user.user_type, user.group_name = req.user_type.value, req.group
+            session.add(user)
+            session.flush()
+            assert user.id is not None
+            membership = Membership(invitation_id=req.invitation_id, user_id=user.id,
+                                    account_id=org.id, created_user=created, **previous)
+            session.add(AuditEvent(invitation_id=req.invitation_id, account_id=org.id,
+                                   kind="linked", detail=membership.model_dump(mode="json")))
+            session.commit()
+            return membership
+
+    @activity.defn(name="unlink_member")
+    async def unlink_member(self, m: Membership) -> None:
+        await asyncio.to_thread(self._unlink_member, m)
+
+    def _unlink_member(self, m: Membership) -> None:
+        with Session(self.engine) as session:
+            event = _last_link_event(session, m.invitation_id)
+            if event is None or event.kind != "linked":
+                return  # never linked by this invitation, or already unlinked
+            user = session.get(User, m.user_id)
+            detail: dict[str, Any] = {"user_id": m.user_id}
+            if user is not None and user.account_id == m.account_id:
+                if m.created_user:
+                    if _user_has_data(session, m.user_id):
+                        detail["kept_user"] = True  # has data of its own: not ours to delete
+                    else:
+                        session.delete(user)
+                elif m.source_account_id is not None and m.source_account_id != m.account_id:
+                    user.account_id = m.source_account_id
+                    user.role = Role(m.previous_role or Role.OWNER.value)
+                    user.user_type = m.previous_user_type or "basic"
+                    user.group_name = m.previous_group
+                    session.add(user)
+            session.add(AuditEvent(invitation_id=m.invitation_id, account_id=m.account_id,
+                                   kind="unlinked", detail=detail))
+            session.commit()
+
+    # -- money --------------------------------------------------------------------------
+
+    @activity.defn(name="pay_refund")
+    async def pay_refund(self, req: PayRefund) -> Payment:
+        return await asyncio.to_thread(self._pay_refund, req)
+
+    def _pay_refund(self, req: PayRefund) -> Payment:
+        at = as_utc(req.at)
+        with Session(self.engine) as session:
+            refunds = _refunds(session, req.invitation_id)
+            if refunds and not _reversed(session, req.invitation_id, len(refunds)):
+                return _payment(refunds[-1], "paid")  # this round already paid
+            key = refund_idempotency_key(req.invitation_id, len(refunds) + 1)
+            sub = active_subscription(session, req.source_account_id)
+            if sub is None or sub.price_minor == 0:
+                source = session.get(Account, req.source_account_id)
+                return Payment(idempotency_key=key, amount_minor=0,
+                               currency=source.currency if source else "USD",
+                               destination=req.destination, status="none")
+            amount, _, _ = prorated_refund_minor(
+                price_minor=sub.price_minor, period_start=as_utc(sub.period_start),
+                period_end=as_utc(sub.period_end), at=at)
+            credit_to = None
+            if req.destination == RefundDestination.ACCOUNT_CREDIT:
+                org = session.get(Account, req.org_account_id)
+                assert org is not None
+                if org.currency != sub.currency:
+                    raise ApplicationError(
+                        f"cannot credit {sub.currency} to {org.name}, billed in {org.currency}",
+                        type=ERR_CURRENCY_MISMATCH, non_retryable=True)
+                org.credit_balance_minor += amount
+                credit_to = org.id
+                session.add(org)
+            sub.status, sub.ended_at = "ended", at
+            session.add(sub)
+            assert sub.id is not None
+            row = RefundLedger(idempotency_key=key, invitation_id=req.invitation_id,
+                               subscription_id=sub.id, kind="refund", amount_minor=amount,
+                               currency=sub.currency, destination=req.destination.value,
+                               destination_account_id=credit_to, created_at=at)
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:  # a concurrent attempt paid first: report its payment
+                session.rollback()
+                row = session.exec(select(RefundLedger).where(
+                    RefundLedger.idempotency_key == key)).one()
+            return _payment(row, "paid")
+
+    @activity.defn(name="reverse_refund")
+    async def reverse_refund(self, req: ReverseRefund) -> Payment:
+        """Undo pay_refund. amount_minor is the amount reversed (positive); the ledger
+        row holds it negative."""
+        return await asyncio.to_thread(self._reverse_refund, req)
+
+    def _reverse_refund(self, req: ReverseRefund) -> Payment:
+        with Session(self.engine) as session:
+            refunds = _refunds(session, req.invitation_id)
+            key = reversal_idempotency_key(req.invitation_id, max(1, len(refunds)))
+            refund = refunds[-1] if refunds else None
+            if refund is None:
+                source = session.get(Account, req.source_account_id)
+                return Payment(idempotency_key=key, amount_minor=0,
+                               currency=source.currency if source else "USD",
+                               destination=RefundDestination.ORIGINAL_PAYMENT_METHOD,
+                               status="none")
+            done = session.exec(select(RefundLedger).where(
+                RefundLedger.idempotency_key == key)).first()
+            if done is not None:
+                return _payment(done, "reversed")
+            sub = session.get(Subscription, refund.subscription_id)
+            if sub is not None:
+                sub.status, sub.ended_at = "active", None
+                session.add(sub)
+            if refund.destination_account_id is not None:
+                org = session.get(Account, refund.destination_account_id)
+                if org is not None:
+                    org.credit_balance_minor -= refund.amount_minor
+                    session.add(org)
+            row = RefundLedger(idempotency_key=key, invitation_id=req.invitation_id,
+                               subscription_id=refund.subscription_id, kind="reversal",
+                               amount_minor=-refund.amount_minor, currency=refund.currency,
+                               destination=refund.destination,
+                               destination_account_id=refund.destination_account_id)
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                row = session.exec(select(RefundLedger).where(
+                    RefundLedger.idempotency_key == key)).one()
+            return _payment(row, "reversed")
+
+    # -- point of no return -------------------------------------------------------------
+
+    @activity.defn(name="finalise")
+    async def finalise(self, req: Finalise) -> Finalised:
+        return await asyncio.to_thread(self._finalise, req)
+
+    def _finalise(self, req: Finalise) -> Finalised:
+        tables = _tables()
+
+        def source_rows(table: Table) -> tuple[Any, ...]:
+            return (table.c.user_id == req.user_id,
+                    table.c.account_id == req.source_account_id,
+                    table.c.staged == False,  # noqa: E712
+                    table.c.invitation_id.is_(None))
+
+        with Session(self.engine) as session:
+            # Source files first: the staged copies are verified, and a retry after a crash
+            # between the two steps still finds the rows (and tolerates the missing files).
+            if req.source_account_id is not None:
+                recordings = tables[Category.RECORDINGS.value]
+                for path in session.exec(select(recordings.c.path).where(
+                        *source_rows(recordings))).all():
+                    (Path(self.settings.recordings_dir) / path).unlink(missing_ok=True)
+            made_live: dict[str, int] = {}
+            for category, table in tables.items():
+                session.exec(update(table).where(
+                    table.c.invitation_id == req.invitation_id,
+                    table.c.staged == True,  # noqa: E712
+                ).values(staged=False))
+                made_live[category] = session.exec(
+                    select(func.count()).select_from(table).where(
+                        table.c.invitation_id == req.invitation_id)).one()
+            closed = False
+            if req.source_account_id is not None:
+                for table in tables.values():
+                    session.exec(delete(table).where(*source_rows(table)))
+                source = session.get(Account, req.source_account_id)
+                members = session.exec(select(func.count()).select_from(User).where(
+                    User.account_id == req.source_account_id)).one()
+                if source is not None and members == 0:
+                    source.status = "closed"
+                    session.add(source)
+                closed = source is not None and source.status == "closed"
+            already = session.exec(select(AuditEvent.id).where(
+                AuditEvent.invitation_id == req.invitation_id, AuditEvent.kind == "finalised",
+            )).first()
+            if already is None:
+                session.add(AuditEvent(
+                    invitation_id=req.invitation_id, account_id=req.org_account_id,
+                    at=datetime.now(UTC), kind="finalised",
+                    detail={"made_live": made_live, "source_closed": closed}))
+            session.commit()
+            return Finalised(made_live=made_live, source_account_closed=closed)
