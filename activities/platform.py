@@ -234,7 +234,12 @@ class PlatformActivities:
 
     def _link_member(self, req: LinkMember) -> Membership:
         with Session(self.engine) as session:
-            org = session.get(Account, req.account_id)
+            # Lock the organisation's row (PostgreSQL: SELECT ... FOR UPDATE) so that two
+            # invitations linking at once cannot both take the last licensed seat. SQLite
+            # serialises writers, and a stale reader fails its write and is retried.
+            org = session.exec(
+                select(Account).where(Account.id == req.account_id).with_for_update()
+            ).first()
             if org is None:
                 raise ApplicationError(f"account {req.account_id} does not exist",
                                        type=ERR_INVALID_INVITATION, non_retryable=True)
