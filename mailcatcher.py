@@ -19,7 +19,8 @@ from aiosmtpd.controller import Controller
 
 class MaildirHandler:
     def __init__(self, maildir: Path) -> None:
-        maildir.mkdir(parents=True, exist_ok=True)
+        for sub in ("tmp", "new", "cur"):  # Maildir(create=True) skips an existing dir
+            (maildir / sub).mkdir(parents=True, exist_ok=True)
         self.maildir = maildir
         self.box = mailbox.Maildir(str(maildir), create=True)
         self._lock = threading.Lock()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -40,7 +41,8 @@ def free_port() -> int:
 
 
 def _binary(name: str) -> str:
-    path = shutil.which(name)
+    # The venv's bin (where pip put it) first: `make test` runs .venv/bin/pytest unactivated.
+    path = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if path is None:  # never fall back to a download
         raise RuntimeError(f"{name!r} is not on PATH: pip install -e .[dev] installs it")
     return path
