@@ -1,0 +1,150 @@
+"""Sending mail over SMTP (aiosmtplib), idempotent per message.
+
+One template pair per EmailKind under linkhandler/templates/email: `<kind>.txt` (whose
+`subject` variable is the subject) and `<kind>.html`. The SentEmail row (unique
+message_key) is written after the SMTP server accepted the message, so a retried activity
+finds it and sends nothing. The one gap: a worker that dies between the server's "250"
+and the insert sends that message once more on retry. The Message-ID is derived from the
+message key, so that duplicate is the same message to a mail client (which de-duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from typing import Any
+
+import aiosmtplib
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from config import Settings
+from linkhandler.present import make_environment
+from models.links import acceptance_url, sign
+from models.payloads import Category, EmailKind, EmailRequest, EmailResult, Progress
+from models.tables import SentEmail
+
+log = logging.getLogger(__name__)
+
+# Only the invitee's own mails carry the signed link: it is a bearer credential, so it never
+# goes to the admin, and after the end (expired, completion) it would only lead to a 410.
+LINKED_KINDS = frozenset({EmailKind.INVITATION, EmailKind.REMINDER})
+
+ERR_MAIL_REJECTED = "MailRejected"
+ERR_BAD_EMAIL_REQUEST = "BadEmailRequest"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+class EmailRenderer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.env = make_environment()
+
+    def link(self, req: EmailRequest) -> str | None:
+        if req.kind not in LINKED_KINDS:
+            return None
+        issued_at = req.issued_at or datetime.now(UTC)
+        token = sign(self.settings.link_secret.get_secret_value(), req.invitation_id,
+                     req.progress.email, issued_at)
+        return acceptance_url(self.settings.public_base_url, token)
+
+    def context(self, req: EmailRequest) -> dict[str, Any]:
+        p = req.progress
+        if req.kind == EmailKind.REFUND_RECEIPT and p.payment is None:
+            raise ApplicationError("a refund receipt needs progress.payment",
+                                   type=ERR_BAD_EMAIL_REQUEST, non_retryable=True)
+        full_name = f"{p.first_name} {p.last_name}".strip()
+        return {
+            "p": p, "kind": req.kind.value, "link": self.link(req),
+            "name": p.first_name or p.email,
+            "invitee": f"{full_name} <{p.email}>" if full_name else p.email,
+            "categories": ordered_categories(p),
+            "expiry_days": self.settings.invitation_expiry_days,
+        }
+
+    def render(self, req: EmailRequest) -> RenderedEmail:
+        ctx = self.context(req)
+        module = self.env.get_template(f"email/{req.kind.value}.txt").make_module(ctx)
+        subject = " ".join(str(getattr(module, "subject", "")).split())
+        html = self.env.get_template(f"email/{req.kind.value}.html").render(ctx)
+        return RenderedEmail(subject=subject, text=str(module).strip() + "\n", html=html)
+
+
+def ordered_categories(p: Progress) -> list[Any]:
+    return [p.categories[c] for c in Category if c in p.categories]
+
+
+def message_id(message_key: str, mail_from: str) -> str:
+    domain = parseaddr(mail_from)[1].rpartition("@")[2] or "invitations.local"
+    return f"<{hashlib.sha256(message_key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def build_message(settings: Settings, req: EmailRequest, rendered: RenderedEmail) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = settings.mail_from
+    msg["To"] = req.to
+    msg["Subject"] = rendered.subject
+    msg["Date"] = formatdate(localtime=False, usegmt=True)
+    msg["Message-ID"] = message_id(req.message_key, settings.mail_from)
+    msg["X-Invitation-Id"] = req.invitation_id
+    msg["X-Email-Kind"] = req.kind.value
+    if req.admin_email and not req.kind.value.startswith("admin_"):
+        msg["Reply-To"] = req.admin_email
+    msg.set_content(rendered.text)
+    msg.add_alternative(rendered.html, subtype="html")
+    return msg
+
+
+class MailActivities:
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.renderer = EmailRenderer(settings)
+
+    def _already_sent(self, message_key: str) -> SentEmail | None:
+        with Session(self.engine) as session:
+            return session.exec(
+                select(SentEmail).where(SentEmail.message_key == message_key)
+            ).first()
+
+    def _record(self, req: EmailRequest, subject: str) -> None:
+        with Session(self.engine) as session:
+            session.add(SentEmail(message_key=req.message_key, invitation_id=req.invitation_id,
+                                  kind=req.kind.value, to=req.to, subject=subject))
+            try:
+                session.commit()
+            except IntegrityError:  # a concurrent attempt recorded it first: same message
+                session.rollback()
+
+    @activity.defn(name="send_email")
+    async def send_email(self, req: EmailRequest) -> EmailResult:
+        done = await asyncio.to_thread(self._already_sent, req.message_key)
+        if done is not None:
+            return EmailResult(message_key=req.message_key, sent=False, subject=done.subject)
+        rendered = self.renderer.render(req)
+        msg = build_message(self.settings, req, rendered)
+        try:
+            await aiosmtplib.send(msg, hostname=self.settings.smtp_host,
+                                  port=self.settings.smtp_port, timeout=30)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            # The address itself is refused: retrying will not change that.
+            raise ApplicationError(f"recipient refused: {req.to}", type=ERR_MAIL_REJECTED,
+                                   non_retryable=True) from exc
+        await asyncio.to_thread(self._record, req, rendered.subject)
+        # The link is a credential: log the key and kind, never the body.
+        log.info("sent %s mail %s to %s", req.kind.value, req.message_key, req.to)
+        return EmailResult(message_key=req.message_key, sent=True, subject=rendered.subject)

@@ -1,0 +1,166 @@
+"""The link handler: where the link in the invitation email lands.
+
+    uvicorn --factory linkhandler.app:create_app
+
+GET /i/{token} shows what joining means (preview); POST .../accept, .../refund and
+.../decline run the workflow's updates; GET .../status follows the transfer; GET
+.../reports.csv hands over the reports that stay behind. Every route answers JSON to
+`Accept: application/json`. One Temporal client per process, made in the lifespan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+from temporalio.client import Client
+
+from config import Settings, connect_temporal, get_settings
+from linkhandler.handler import Handler, HandlerDep
+from linkhandler.invitee import Gone, reports_csv
+from linkhandler.pages import STATIC, Pages
+from models.db import init_db, make_engine
+from models.payloads import (
+    AcceptOutcome,
+    AcceptRequest,
+    DeclineRequest,
+    InvitationStatus,
+    Progress,
+    RefundChoice,
+    RefundDestination,
+)
+from observability import configure_logging
+
+# Never accepted, so there is nothing to follow: the status page is gone too.
+UNACCEPTED_ENDINGS = {InvitationStatus.EXPIRED, InvitationStatus.REVOKED,
+                      InvitationStatus.DECLINED}
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, bool]:
+    return {"ok": True}
+
+
+@router.get("/i/{token}")
+async def preview(token: str, request: Request, h: HandlerDep) -> Response:
+    return await h.landing(request, await h.load(token))
+
+
+@router.post("/i/{token}/accept")
+async def accept(token: str, request: Request, h: HandlerDep) -> Response:
+    fields = await h.form(request, token)
+    inv = await h.load(token)
+    if not inv.progress.status.awaiting_acceptance:
+        return await h.landing(request, inv)
+    try:  # a script may say where the refund goes at once (the browser asks next)
+        dest = fields.get("refund_destination")
+        req = AcceptRequest(refund_destination=RefundDestination(dest) if dest else None)
+    except ValueError:
+        req = AcceptRequest()
+    outcome = await h.run_update(inv, "accept", req, fields["nonce"], AcceptOutcome)
+    if outcome is None:
+        return await h.landing(request, await h.load(token))
+    return h.pages.outcome(request, inv, outcome)
+
+
+@router.post("/i/{token}/refund")
+async def choose_refund(token: str, request: Request, h: HandlerDep) -> Response:
+    fields = await h.form(request, token)
+    inv = await h.load(token)
+    if inv.progress.status != InvitationStatus.AWAITING_REFUND_CHOICE:
+        return await h.landing(request, inv)
+    try:
+        choice = RefundChoice(destination=RefundDestination(fields.get("destination", "")))
+    except ValueError:
+        return h.pages.refund(request, inv, inv.progress.quote, status_code=422,
+                              error="Choose where the refund goes.")
+    outcome = await h.run_update(inv, "choose_refund", choice, fields["nonce"],
+                                 AcceptOutcome)
+    if outcome is None:
+        return await h.landing(request, await h.load(token))
+    return h.pages.outcome(request, inv, outcome)
+
+
+@router.post("/i/{token}/decline")
+async def decline(token: str, request: Request, h: HandlerDep) -> Response:
+    fields = await h.form(request, token)
+    inv = await h.load(token)
+    p = inv.progress
+    if not (p.status.awaiting_acceptance or p.status == InvitationStatus.AWAITING_REFUND_CHOICE):
+        return await h.landing(request, inv)
+    reason = (fields.get("reason") or "").strip()[:500] or None
+    progress = await h.run_update(inv, "decline", DeclineRequest(reason=reason),
+                                  fields["nonce"], Progress)
+    if progress is None:
+        return await h.landing(request, await h.load(token))
+    return h.pages.declined(request, inv, progress)
+
+
+@router.get("/i/{token}/status")
+async def status(token: str, request: Request, h: HandlerDep) -> Response:
+    inv = await h.load(token)
+    if inv.progress.status in UNACCEPTED_ENDINGS:
+        raise Gone(inv.progress.status.value, inv.progress)
+    return h.pages.status(request, inv)
+
+
+@router.get("/i/{token}/reports.csv")
+async def reports(token: str, request: Request, h: HandlerDep) -> Response:
+    inv = await h.load(token)
+    if inv.progress.status in UNACCEPTED_ENDINGS:
+        raise Gone(inv.progress.status.value, inv.progress)
+    body = await run_in_threadpool(reports_csv, h.engine, inv.progress.email,
+                                   inv.progress.account_id)
+    if h.pages.wants_json(request):
+        rows = body.splitlines()
+        return JSONResponse({"columns": rows[0].split(","), "rows": len(rows) - 1, "csv": body})
+    return Response(body, media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": 'attachment; filename="reports.csv"'})
+
+
+def create_app(
+    settings: Settings | None = None, client: Client | None = None, engine: Engine | None = None,
+) -> FastAPI:
+    """The app factory (`uvicorn --factory`). Tests inject their client and engine; otherwise
+    the lifespan connects once with `config.connect_temporal`."""
+    if settings is None:  # served on its own (`uvicorn --factory`): our log format, tokens masked
+        settings = get_settings()
+        configure_logging(json_output=settings.log_json,
+                          secrets=[settings.link_secret.get_secret_value()])
+    pages = Pages(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own_engine = engine is None
+        eng = engine if engine is not None else make_engine(settings.database_url)
+        if own_engine:
+            init_db(eng)  # a fresh database is a valid one: every invitation is unknown
+        temporal = client if client is not None else await connect_temporal(settings)
+        app.state.handler = Handler(settings, eng, temporal, pages)
+        yield
+        if own_engine:
+            eng.dispose()
+
+    app = FastAPI(title="Invitation links", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    @app.middleware("http")
+    async def private_pages(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        if request.url.path.startswith("/i/"):  # personal pages: never cached, never framed
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["Referrer-Policy"] = "no-referrer"
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+        return response
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(router)
+    pages.install_error_pages(app)
+    return app

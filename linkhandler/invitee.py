@@ -1,0 +1,186 @@
+"""What a link leads to: the signed token checked, the invitation's state read from its
+workflow, the preview read from the platform's records, and the per-form CSRF tokens.
+
+Nothing here tells whether an email has an account: only a validly signed token gets
+this far, and an invitee without one gets the same preview with nothing to move.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from models.db import as_utc
+from models.links import InvalidLink, LinkClaims, verify
+from models.payloads import (
+    Category,
+    CategoryCount,
+    InvitationResult,
+    InvitationStatus,
+    Preview,
+    Progress,
+)
+from models.platform import (
+    blocking_items,
+    category_counts,
+    find_user,
+    refund_quote,
+    reports_left_behind,
+    settings_changes,
+)
+from models.tables import Invitation, Report
+
+RPC_TIMEOUT = timedelta(seconds=10)
+
+
+class BadLink(Exception):
+    """400: the token was altered or is not ours."""
+
+
+class Gone(Exception):
+    """410: the invitation is over (`reason` is its final status) or unknown ("unavailable")."""
+
+    def __init__(self, reason: str, progress: Progress | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.progress = progress
+
+
+class BadForm(Exception):
+    """403: a POST without a valid form token (CSRF)."""
+
+
+class TemporarilyUnavailable(Exception):
+    """503: the invitation exists but its state cannot be read right now."""
+
+
+@dataclass
+class Invitee:
+    token: str
+    claims: LinkClaims
+    progress: Progress
+    handle: WorkflowHandle[object, InvitationResult]
+
+    @property
+    def status(self) -> InvitationStatus:
+        return self.progress.status
+
+
+def claims_of(secret: str, token: str) -> LinkClaims:
+    try:
+        return verify(secret, token)
+    except InvalidLink as exc:
+        raise BadLink(str(exc)) from exc
+
+
+async def load_invitee(client: Client, engine: Engine, secret: str, token: str) -> Invitee:
+    claims = claims_of(secret, token)
+    handle = client.get_workflow_handle(claims.invitation_id, result_type=InvitationResult)
+    try:
+        desc = await handle.describe(rpc_timeout=RPC_TIMEOUT)
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            progress = await handle.query("progress", result_type=Progress,
+                                          rpc_timeout=RPC_TIMEOUT)
+        elif desc.status == WorkflowExecutionStatus.COMPLETED:
+            progress = (await handle.result(rpc_timeout=RPC_TIMEOUT)).progress
+        else:  # failed, cancelled, terminated, timed out: the record says how it ended
+            raise Gone(final_status_from_record(engine, claims.invitation_id))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise Gone("unavailable") from exc
+        raise TemporarilyUnavailable(str(exc.status)) from exc
+    except WorkflowQueryFailedError as exc:
+        raise TemporarilyUnavailable("progress query failed") from exc
+    if progress.email != claims.email or progress.invitation_id != claims.invitation_id:
+        raise BadLink("link does not match the invitation")
+    return Invitee(token=token, claims=claims, progress=progress, handle=handle)
+
+
+def final_status_from_record(engine: Engine, invitation_id: str) -> str:
+    with Session(engine) as session:
+        row = session.get(Invitation, invitation_id)
+    if row is not None and row.status in {s.value for s in InvitationStatus if s.is_final}:
+        return row.status
+    return "unavailable"
+
+
+def build_preview(engine: Engine, p: Progress, at: datetime) -> Preview:
+    """The shared read rules of models.platform, as they stand at `at`."""
+    with Session(engine) as session:
+        user = find_user(session, p.email)
+        if user is None:
+            counts = [CategoryCount(category=c, items=0) for c in Category]
+            changes, reports, quote, blocking = [], 0, None, []
+        else:
+            counts = category_counts(session, user)
+            changes = settings_changes(session, user, p.account_id, p.group)
+            reports = len(reports_left_behind(session, user))
+            quote = refund_quote(session, user, at)
+            blocking = blocking_items(session, user, p.account_id)
+    return Preview(
+        invitation_id=p.invitation_id, account_name=p.account_name, invited_by=p.invited_by,
+        email=p.email, user_type=p.user_type, group=p.group, counts=counts,
+        settings_changes=changes, reports_left_behind=reports, quote=quote, blocking=blocking,
+    )
+
+
+REPORT_COLUMNS = ["kind", "title", "held_on", "participants", "minutes"]
+
+
+def reports_csv(engine: Engine, email: str, org_account_id: int) -> str:
+    """The reports that do not move: before acceptance exactly `reports_left_behind`; after
+    it, the ones still held by the account the invitee came from."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(REPORT_COLUMNS)
+    with Session(engine) as session:
+        user = find_user(session, email)
+        rows = [] if user is None else session.exec(
+            select(Report).where(Report.user_id == user.id, Report.account_id != org_account_id)
+            .order_by(col(Report.held_on))
+        ).all()
+        for r in rows:
+            writer.writerow([r.kind, r.title, as_utc(r.held_on).isoformat(), r.participants,
+                             r.minutes])
+    return out.getvalue()
+
+
+# --- forms ------------------------------------------------------------------------------
+# Each rendered form carries a fresh nonce and csrf = HMAC(secret, token, nonce). The nonce
+# also names the workflow update: a double click re-sends the same form, hence the same
+# update id, which Temporal runs once; a new form ("try again" after 1009) has a new id.
+
+
+def _csrf(secret: str, token: str, nonce: str) -> str:
+    return hmac.new(secret.encode(), f"form\x00{token}\x00{nonce}".encode(),
+                    hashlib.sha256).hexdigest()
+
+
+def new_form(secret: str, token: str) -> dict[str, str]:
+    nonce = secrets.token_urlsafe(12)
+    return {"nonce": nonce, "csrf": _csrf(secret, token, nonce)}
+
+
+def form_is_valid(secret: str, token: str, nonce: str, csrf: str) -> bool:
+    if not nonce or not csrf or len(nonce) > 64:
+        return False
+    return hmac.compare_digest(csrf, _csrf(secret, token, nonce))
+
+
+def update_id(action: str, token: str, nonce: str) -> str:
+    return f"{action}:{hashlib.sha256(token.encode()).hexdigest()[:16]}:{nonce}"

@@ -1,0 +1,106 @@
+"""How invitation facts read in words: one Jinja2 environment shared by the pages and the
+emails, so that an amount, a date or the Basic warning reads the same everywhere."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from models.money import format_minor
+from models.payloads import Category, RefundQuote, UserType
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+CATEGORY_LABELS = {
+    Category.PROFILE: "Profile (name, picture, time zone, language)",
+    Category.MEETINGS: "Scheduled meetings and webinars",
+    Category.RECORDINGS: "Cloud recordings",
+    Category.CHAT: "Chat messages",
+    Category.CONTACTS: "Contacts",
+    Category.SETTINGS: "Settings",
+}
+
+USER_TYPE_LABELS = {UserType.BASIC: "Basic", UserType.LICENSED: "Licensed"}
+
+# What a Basic user loses, said once: the preview, the invitation and the reminder quote it.
+BASIC_LIMITS = (
+    "A Basic user cannot host meetings longer than 40 minutes with 3 or more participants, "
+    "and cannot record meetings to the cloud. An admin of the account can assign a licence "
+    "later."
+)
+
+DESTINATION_LABELS = {
+    "original_payment_method": "refund to your original payment method",
+    "account_credit": "credit moved to the account you join",
+}
+
+
+def money(amount_minor: int, currency: str) -> str:
+    return format_minor(amount_minor, currency)
+
+
+def refund_formula(quote: RefundQuote) -> str:
+    """"USD 8.99 = floor(1499 × 1555200 ÷ 2592000)": the rule of models.money, with numbers."""
+    return (f"{format_minor(quote.amount_minor, quote.currency)} = "
+            f"floor({quote.price_minor} × {quote.seconds_left} ÷ {quote.period_seconds})")
+
+
+def date(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return f"{value.day} {value:%B %Y}"
+
+
+def datetime_utc(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return f"{value.day} {value:%B %Y, %H:%M} UTC"
+
+
+def days(seconds: int) -> str:
+    d = seconds / 86400
+    return f"{d:.0f} day{'s' if round(d) != 1 else ''}" if d >= 1 else f"{seconds // 3600} hours"
+
+
+def size(n: int) -> str:
+    value = float(n)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} bytes"  # pragma: no cover
+
+
+def setting_value(value: Any) -> str:
+    if value is True:
+        return "on"
+    if value is False:
+        return "off"
+    return "—" if value is None else str(value)
+
+
+def setting_name(key: str) -> str:
+    return key.replace("_", " ").capitalize()
+
+
+def make_environment() -> Environment:
+    """Autoescaping for .html only: the plain-text mail bodies are not HTML."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+    )
+    env.filters.update(
+        money=money, formula=refund_formula, date=date, datetime=datetime_utc, days=days,
+        size=size, setting_value=setting_value, setting_name=setting_name,
+        category=lambda c: CATEGORY_LABELS.get(Category(c), str(c)),
+        user_type=lambda t: USER_TYPE_LABELS.get(UserType(t), str(t)),
+        destination=lambda d: DESTINATION_LABELS.get(str(d), str(d)),
+    )
+    env.globals.update(BASIC_LIMITS=BASIC_LIMITS, UserType=UserType)
+    return env
