@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,10 +57,9 @@ async def connect_temporal(settings: Settings | None = None, runtime=None):  # -
 
     settings = settings or get_settings()
     profile = ClientConfigProfile.load(profile=settings.temporal_profile)
-    connect = profile.to_client_connect_config()
-    connect.setdefault("target_host", settings.temporal_address)
+    connect: dict[str, Any] = dict(profile.to_client_connect_config())
+    target = connect.pop("target_host", None) or settings.temporal_address
     connect.setdefault("namespace", settings.temporal_namespace)
-    target = connect.pop("target_host")
     if runtime is not None:
         connect["runtime"] = runtime
     return await Client.connect(target, data_converter=pydantic_data_converter, **connect)

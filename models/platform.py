@@ -10,6 +10,7 @@ link handler's preview (before it), so that what the invitee is shown is what ha
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -43,7 +44,7 @@ from models.tables import (
 ERROR_1009 = 1009
 
 # Which table holds each category (settings are UserSetting rows).
-CATEGORY_TABLES = {
+CATEGORY_TABLES: dict[Category, Any] = {
     Category.PROFILE: Profile,
     Category.MEETINGS: Meeting,
     Category.RECORDINGS: Recording,
