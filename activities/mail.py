@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from config import Settings
 from linkhandler.present import make_environment
-from models.links import acceptance_url, sign
+from models.links import signed_acceptance_url
 from models.payloads import Category, EmailKind, EmailRequest, EmailResult, Progress
 from models.tables import SentEmail
 
@@ -58,9 +58,8 @@ class EmailRenderer:
         if req.kind not in LINKED_KINDS:
             return None
         issued_at = req.issued_at or datetime.now(UTC)
-        token = sign(self.settings.link_secret.get_secret_value(), req.invitation_id,
-                     req.progress.email, issued_at)
-        return acceptance_url(self.settings.public_base_url, token)
+        return signed_acceptance_url(self.settings, req.invitation_id, req.progress.email,
+                                     issued_at)
 
     def context(self, req: EmailRequest) -> dict[str, Any]:
         p = req.progress

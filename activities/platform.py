@@ -40,7 +40,7 @@ from models.activity_io import (
 from models.db import as_utc
 from models.ids import refund_idempotency_key, reversal_idempotency_key
 from models.money import prorated_refund_minor
-from models.payloads import FINAL_STATUSES, Category, Payment, RefundDestination
+from models.payloads import FINAL_STATUS_VALUES, Category, Payment, RefundDestination
 from models.platform import (
     CATEGORY_TABLES,
     active_subscription,
@@ -66,7 +66,6 @@ from models.tables import (
 ERR_INVALID_INVITATION = "InvalidInvitation"  # unknown account, or inviter not owner/admin
 ERR_CURRENCY_MISMATCH = "CurrencyMismatch"  # credit to an account billed in another currency
 
-_FINAL = {s.value for s in FINAL_STATUSES}
 
 
 def source_view(user_id: int, source_account_id: int) -> User:
@@ -176,7 +175,8 @@ class PlatformActivities:
             row = session.get(Invitation, change.invitation_id)
             if row is None:
                 return  # nothing registered (yet): the workflow registers first
-            stale = row.status in _FINAL and change.status.value not in _FINAL
+            stale = (row.status in FINAL_STATUS_VALUES
+                     and change.status.value not in FINAL_STATUS_VALUES)
             if not stale:
                 row.status = change.status.value
                 row.updated_at = as_utc(change.at)

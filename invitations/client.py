@@ -47,9 +47,9 @@ from invitations.models import (
 from invitations.starting import BulkStart, error_row
 from invitations.validation import Checked, Inviter, check_inviter, validate
 from models.db import as_utc
-from models.links import acceptance_url, sign
+from models.links import signed_acceptance_url
 from models.payloads import (
-    FINAL_STATUSES,
+    FINAL_STATUS_VALUES,
     AcceptOutcome,
     AcceptRequest,
     DeclineRequest,
@@ -214,14 +214,13 @@ class InvitationsClient:
         row = await asyncio.to_thread(self._row, invitation)
         if row is None:
             raise InvitationNotFound(f"no invitation {invitation!r}")
-        if row.status in {s.value for s in FINAL_STATUSES}:
+        if row.status in FINAL_STATUS_VALUES:
             raise InvitationClosed(f"invitation {invitation} has ended ({row.status}); its "
                                    "link no longer works")
         now = datetime.now(UTC)
-        token = sign(self.settings.link_secret.get_secret_value(), invitation, row.email,
-                     issued_at=now)
         return AcceptanceLink(invitation_id=invitation, email=row.email, issued_at=now,
-                              url=acceptance_url(self.settings.public_base_url, token))
+                              url=signed_acceptance_url(self.settings, invitation, row.email,
+                                                        now))
 
     # --- plumbing -----------------------------------------------------------------------
     async def _update(self, invitation: str, name: str, arg: Any, result_type: type) -> Any:

@@ -34,11 +34,10 @@ from invitations.errors import (
 )
 from invitations.models import InviteRequest
 from models.ids import invitation_id, normalise_email
-from models.payloads import FINAL_STATUSES, InvitationInput, UserType
+from models.payloads import FINAL_STATUS_VALUES, InvitationInput, UserType
 from models.platform import is_admin_of
 from models.tables import Account, AccountKind, Invitation, Role, User
 
-_FINAL = [s.value for s in FINAL_STATUSES]
 _CHUNK = 500  # rows per IN (...) query: far below every database's parameter limit
 
 
@@ -198,7 +197,8 @@ def _open_invitations(session: Session, ids: Sequence[str]) -> dict[str, str]:
     for chunk in _chunks(ids):
         rows = session.exec(
             select(Invitation.id, Invitation.status)
-            .where(col(Invitation.id).in_(chunk), col(Invitation.status).not_in(_FINAL))
+            .where(col(Invitation.id).in_(chunk),
+                   col(Invitation.status).not_in(FINAL_STATUS_VALUES))
         ).all()
         found.update(dict(rows))
     return found
@@ -211,5 +211,5 @@ def _seat_usage(session: Session, account_id: int) -> _Seats:
         User.account_id == account_id, User.user_type == UserType.LICENSED.value)).one()
     pending = session.exec(select(func.count()).select_from(Invitation).where(
         Invitation.account_id == account_id, Invitation.user_type == UserType.LICENSED.value,
-        col(Invitation.status).not_in(_FINAL))).one()
+        col(Invitation.status).not_in(FINAL_STATUS_VALUES))).one()
     return _Seats(limit=account.licensed_seats, used=int(members) + int(pending))

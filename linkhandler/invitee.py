@@ -28,6 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from models.db import as_utc
 from models.links import InvalidLink, LinkClaims, verify
 from models.payloads import (
+    FINAL_STATUS_VALUES,
     Category,
     CategoryCount,
     InvitationResult,
@@ -114,7 +115,7 @@ async def load_invitee(client: Client, engine: Engine, secret: str, token: str) 
 def final_status_from_record(engine: Engine, invitation_id: str) -> str:
     with Session(engine) as session:
         row = session.get(Invitation, invitation_id)
-    if row is not None and row.status in {s.value for s in InvitationStatus if s.is_final}:
+    if row is not None and row.status in FINAL_STATUS_VALUES:
         return row.status
     return "unavailable"
 

@@ -14,6 +14,10 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from config import Settings
 
 
 class InvalidLink(ValueError):
@@ -68,3 +72,11 @@ def verify(secret: str, token: str) -> LinkClaims:
 
 def acceptance_url(base_url: str, token: str) -> str:
     return f"{base_url.rstrip('/')}/i/{token}"
+
+
+def signed_acceptance_url(
+    settings: Settings, invitation_id: str, email: str, issued_at: datetime,
+) -> str:
+    """The link an invitee gets: signed with settings.link_secret, under public_base_url."""
+    token = sign(settings.link_secret.get_secret_value(), invitation_id, email, issued_at)
+    return acceptance_url(settings.public_base_url, token)

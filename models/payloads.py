@@ -52,6 +52,8 @@ FINAL_STATUSES = frozenset(
         InvitationStatus.REVOKED, InvitationStatus.FAILED,
     }
 )
+# The same, as the strings stored in Invitation.status (for SQL filters and row checks).
+FINAL_STATUS_VALUES = frozenset(s.value for s in FINAL_STATUSES)
 
 
 class Category(StrEnum):

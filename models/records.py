@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlmodel import Session
 
-from models.payloads import InvitationInput, InvitationStatus
+from models.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
 from models.tables import Invitation
 
 
@@ -21,7 +21,7 @@ def upsert_invitation(
         row = Invitation(id=invitation_id, account_id=inp.account_id,
                          invited_by_user_id=invited_by_user_id, email=inp.email,
                          expires_at=expires_at, invited_at=invited_at)
-    elif row.status not in {s.value for s in InvitationStatus if s.is_final}:
+    elif row.status not in FINAL_STATUS_VALUES:
         return row  # same run: a retry, or the client and the workflow both writing
     row.invited_by_user_id = invited_by_user_id
     row.first_name, row.last_name = inp.first_name, inp.last_name
