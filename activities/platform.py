@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from config import Settings
 from models.activity_io import (
+    ERR_CLAIM_LOST,
     ERR_INVITEE_UNAVAILABLE,
     ERR_SEATS_EXHAUSTED,
     AcceptanceCheck,
@@ -37,10 +38,25 @@ from models.activity_io import (
     ReverseRefund,
     StatusChange,
 )
-from models.db import as_utc
-from models.ids import refund_idempotency_key, reversal_idempotency_key
+from models.claims import (
+    held_elsewhere,
+    lock_account,
+    mark_joined,
+    mark_linked,
+    seats_taken,
+    take_claim,
+)
+from models.claims import release as release_claim
+from models.db import as_utc, write_session
+from models.ids import normalise_email, refund_idempotency_key, reversal_idempotency_key
 from models.money import prorated_refund_minor
-from models.payloads import FINAL_STATUS_VALUES, Category, Payment, RefundDestination
+from models.payloads import (
+    FINAL_STATUS_VALUES,
+    Category,
+    InvitationStatus,
+    Payment,
+    RefundDestination,
+)
 from models.platform import (
     CATEGORY_TABLES,
     active_subscription,
@@ -121,6 +137,12 @@ def _reversed(session: Session, invitation_id: str, round: int) -> bool:
         RefundLedger.idempotency_key == key)).first() is not None
 
 
+def add_credit(session: Session, account_id: int, amount_minor: int) -> None:
+    """One statement: concurrent credits to one account add up (no read-modify-write)."""
+    session.exec(update(Account).where(col(Account.id) == account_id)  # type: ignore[call-overload]
+                 .values(credit_balance_minor=Account.credit_balance_minor + amount_minor))
+
+
 def _tables() -> dict[str, Table]:
     """The transferable tables (Core), by category."""
     return {c.value: m.__table__ for c, m in CATEGORY_TABLES.items()}  # type: ignore[attr-defined]
@@ -171,23 +193,28 @@ class PlatformActivities:
         await asyncio.to_thread(self._record_status, change)
 
     def _record_status(self, change: StatusChange) -> None:
-        with Session(self.engine) as session:
+        new = change.status.value
+        with write_session(self.engine) as session:
             row = session.get(Invitation, change.invitation_id)
             if row is None:
                 return  # nothing registered (yet): the workflow registers first
-            stale = (row.status in FINAL_STATUS_VALUES
-                     and change.status.value not in FINAL_STATUS_VALUES)
-            if not stale:
-                row.status = change.status.value
-                row.updated_at = as_utc(change.at)
-                if change.expires_at is not None:
-                    row.expires_at = as_utc(change.expires_at)
-                if change.source_account_id is not None:
-                    row.source_account_id = change.source_account_id
-                session.add(row)
+            values: dict[str, Any] = {"status": new, "updated_at": as_utc(change.at)}
+            if change.expires_at is not None:
+                values["expires_at"] = as_utc(change.expires_at)
+            if change.source_account_id is not None:
+                values["source_account_id"] = change.source_account_id
+            stmt = update(Invitation).where(col(Invitation.id) == change.invitation_id)
+            if new not in FINAL_STATUS_VALUES:  # never reopen an ended invitation
+                stmt = stmt.where(col(Invitation.status).not_in(FINAL_STATUS_VALUES))
+            session.exec(stmt.values(**values))  # type: ignore[call-overload]
+            # The person's join claim follows the invitation's ending.
+            if new == InvitationStatus.COMPLETED.value:
+                mark_joined(session, change.invitation_id)
+            elif new in FINAL_STATUS_VALUES:
+                release_claim(session, change.invitation_id)
             add_event_once(session, invitation_id=change.invitation_id, kind=change.event,
                            at=change.at, account_id=row.account_id,
-                           detail={"status": change.status.value, **change.detail})
+                           detail={"status": new, **change.detail})
             session.commit()
 
     # -- acceptance ---------------------------------------------------------------------
@@ -197,15 +224,17 @@ class PlatformActivities:
         return await asyncio.to_thread(self._check_acceptance, check)
 
     def _check_acceptance(self, check: AcceptanceCheck) -> AcceptanceFacts:
-        with Session(self.engine) as session:
-            user = find_user(session, check.email)
-            if user is None or user.id is None:
+        email = normalise_email(check.email)
+        with write_session(self.engine) as session:
+            elsewhere = held_elsewhere(session, email=email, invitation_id=check.invitation_id)
+            if elsewhere is not None:
                 return AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
                                        reports_left_behind=0, user_id=None,
-                                       source_account_id=None)
-            blocking = blocking_items(session, user, check.account_id)
-            view, source = user, user.account_id
-            if user.account_id == check.account_id:
+                                       source_account_id=None, refusal=elsewhere)
+            user = find_user(session, email)
+            blocking = [] if user is None else blocking_items(session, user, check.account_id)
+            view, source = user, user.account_id if user is not None else None
+            if user is not None and user.id is not None and user.account_id == check.account_id:
                 # Already in the organisation: linked by this invitation (a re-check after
                 # the link) reads the individual account it came from; otherwise nothing
                 # moves.
@@ -217,6 +246,19 @@ class PlatformActivities:
                                            reports_left_behind=0, user_id=user.id,
                                            source_account_id=None)
                 view, source = source_view(user.id, linked_from), linked_from
+            refusal = None
+            if not blocking:
+                refusal = take_claim(session, email=email,
+                                     invitation_id=check.invitation_id,
+                                     org_account_id=check.account_id,
+                                     source_account_id=source,
+                                     user_type=check.user_type.value)
+            session.commit()
+            if view is None:
+                return AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
+                                       reports_left_behind=0, user_id=None,
+                                       source_account_id=None, refusal=refusal)
+            assert user is not None
             return AcceptanceFacts(
                 blocking=blocking,
                 quote=refund_quote(session, view, as_utc(check.at)),
@@ -224,6 +266,7 @@ class PlatformActivities:
                 reports_left_behind=len(reports_left_behind(session, view)),
                 user_id=user.id,
                 source_account_id=source,
+                refusal=refusal,
             )
 
     # -- membership ---------------------------------------------------------------------
@@ -233,16 +276,15 @@ class PlatformActivities:
         return await asyncio.to_thread(self._link_member, req)
 
     def _link_member(self, req: LinkMember) -> Membership:
-        with Session(self.engine) as session:
-            # Lock the organisation's row (PostgreSQL: SELECT ... FOR UPDATE) so that two
-            # invitations linking at once cannot both take the last licensed seat. SQLite
-            # serialises writers, and a stale reader fails its write and is retried.
-            org = session.exec(
-                select(Account).where(Account.id == req.account_id).with_for_update()
-            ).first()
+        with write_session(self.engine) as session:
+            # The organisation's row is locked (SELECT ... FOR UPDATE on PostgreSQL; the
+            # IMMEDIATE transaction on SQLite) so that the seat count below cannot change
+            # before this transaction commits.
+            org = lock_account(session, req.account_id)
             if org is None:
                 raise ApplicationError(f"account {req.account_id} does not exist",
                                        type=ERR_INVALID_INVITATION, non_retryable=True)
+            assert org.id is not None
             user = find_user(session, req.email)
             if user is not None and user.id is not None and user.account_id == org.id:
                 event = _last_link_event(session, req.invitation_id)
@@ -260,31 +302,42 @@ class PlatformActivities:
                         f"{req.email} can no longer join: "
                         + "; ".join(f"{b.kind} {b.name}" for b in blocking),
                         type=ERR_INVITEE_UNAVAILABLE, non_retryable=True)
+            if not mark_linked(session, email=req.email, invitation_id=req.invitation_id):
+                raise ApplicationError(
+                    f"{req.email}'s join is not held by this invitation (another account's "
+                    "invitation holds it, or it was released)",
+                    type=ERR_CLAIM_LOST, non_retryable=True)
             if req.user_type.value == "licensed":
-                used = session.exec(select(func.count()).select_from(User).where(
-                    User.account_id == org.id, User.user_type == "licensed")).one()
+                used = seats_taken(session, org.id, except_email=req.email)
                 if used >= org.licensed_seats:
                     raise ApplicationError(
                         f"{org.name} has no free licensed seat ({used} of "
                         f"{org.licensed_seats} used)",
                         type=ERR_SEATS_EXHAUSTED, non_retryable=True)
-            created = user is None
+            previous: dict[str, Any]
             if user is None:
-                user = User(email=req.email, account_id=req.account_id, role=Role.MEMBER,
+                user = User(email=req.email, account_id=org.id, role=Role.MEMBER,
+                            user_type=req.user_type.value, group_name=req.group,
                             first_name=req.first_name, last_name=req.last_name)
-                previous: dict[str, Any] = {"source_account_id": None, "previous_role": None,
-                                            "previous_user_type": None, "previous_group": None}
+                session.add(user)
+                session.flush()
+                previous = {"source_account_id": None, "previous_role": None,
+                            "previous_user_type": None, "previous_group": None}
             else:
                 previous = {"source_account_id": user.account_id,
                             "previous_role": user.role.value,
                             "previous_user_type": user.user_type,
                             "previous_group": user.group_name}
-            assert org.id is not None
-            user.account_id, user.role = org.id, Role.MEMBER
-            user.user_type, user.group_name = req.user_type.value, req.group
-            session.add(user)
-            session.flush()
+                # Conditional on the account read above: a concurrent move fails it.
+                moved = session.exec(update(User).where(  # type: ignore[call-overload]
+                    col(User.id) == user.id, col(User.account_id) == user.account_id,
+                ).values(account_id=org.id, role=Role.MEMBER,
+                         user_type=req.user_type.value, group_name=req.group))
+                if moved.rowcount != 1:
+                    raise ApplicationError(f"{req.email} moved to another account meanwhile",
+                                           type=ERR_INVITEE_UNAVAILABLE, non_retryable=True)
             assert user.id is not None
+            created = previous["source_account_id"] is None
             membership = Membership(invitation_id=req.invitation_id, user_id=user.id,
                                     account_id=org.id, created_user=created, **previous)
             session.add(AuditEvent(invitation_id=req.invitation_id, account_id=org.id,
@@ -297,11 +350,11 @@ class PlatformActivities:
         await asyncio.to_thread(self._unlink_member, m)
 
     def _unlink_member(self, m: Membership) -> None:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             event = _last_link_event(session, m.invitation_id)
             if event is None or event.kind != "linked":
                 return  # never linked by this invitation, or already unlinked
-            user = session.get(User, m.user_id)
+            user = session.get(User, m.user_id, with_for_update=True)
             detail: dict[str, Any] = {"user_id": m.user_id}
             if user is not None and user.account_id == m.account_id:
                 if m.created_user:
@@ -327,7 +380,7 @@ class PlatformActivities:
 
     def _pay_refund(self, req: PayRefund) -> Payment:
         at = as_utc(req.at)
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             refunds = _refunds(session, req.invitation_id)
             if refunds and not _reversed(session, req.invitation_id, len(refunds)):
                 return _payment(refunds[-1], "paid")  # this round already paid
@@ -338,9 +391,18 @@ class PlatformActivities:
                 return Payment(idempotency_key=key, amount_minor=0,
                                currency=source.currency if source else "USD",
                                destination=req.destination, status="none")
+            assert sub.id is not None
             amount, _, _ = prorated_refund_minor(
                 price_minor=sub.price_minor, period_start=as_utc(sub.period_start),
                 period_end=as_utc(sub.period_end), at=at)
+            # Ends the subscription only if it is still active: of two overlapping
+            # attempts, the second matches no row and reports the first one's payment.
+            ended = session.exec(update(Subscription).where(  # type: ignore[call-overload]
+                col(Subscription.id) == sub.id, col(Subscription.status) == "active",
+            ).values(status="ended", ended_at=at))
+            if ended.rowcount != 1:
+                session.rollback()
+                return self._paid_by_another_attempt(session, key)
             credit_to = None
             if req.destination == RefundDestination.ACCOUNT_CREDIT:
                 org = session.get(Account, req.org_account_id)
@@ -349,12 +411,8 @@ class PlatformActivities:
                     raise ApplicationError(
                         f"cannot credit {sub.currency} to {org.name}, billed in {org.currency}",
                         type=ERR_CURRENCY_MISMATCH, non_retryable=True)
-                org.credit_balance_minor += amount
+                add_credit(session, req.org_account_id, amount)
                 credit_to = org.id
-                session.add(org)
-            sub.status, sub.ended_at = "ended", at
-            session.add(sub)
-            assert sub.id is not None
             row = RefundLedger(idempotency_key=key, invitation_id=req.invitation_id,
                                subscription_id=sub.id, kind="refund", amount_minor=amount,
                                currency=sub.currency, destination=req.destination.value,
@@ -364,9 +422,16 @@ class PlatformActivities:
                 session.commit()
             except IntegrityError:  # a concurrent attempt paid first: report its payment
                 session.rollback()
-                row = session.exec(select(RefundLedger).where(
-                    RefundLedger.idempotency_key == key)).one()
+                return self._paid_by_another_attempt(session, key)
             return _payment(row, "paid")
+
+    @staticmethod
+    def _paid_by_another_attempt(session: Session, key: str) -> Payment:
+        row = session.exec(select(RefundLedger).where(RefundLedger.idempotency_key == key)).first()
+        if row is None:  # the subscription ended some other way: let the retry look again
+            raise ApplicationError("the subscription changed while paying the refund; retrying",
+                                   type="RefundRaced")
+        return _payment(row, "paid")
 
     @activity.defn(name="reverse_refund")
     async def reverse_refund(self, req: ReverseRefund) -> Payment:
@@ -375,7 +440,7 @@ class PlatformActivities:
         return await asyncio.to_thread(self._reverse_refund, req)
 
     def _reverse_refund(self, req: ReverseRefund) -> Payment:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             refunds = _refunds(session, req.invitation_id)
             key = reversal_idempotency_key(req.invitation_id, max(1, len(refunds)))
             refund = refunds[-1] if refunds else None
@@ -389,15 +454,12 @@ class PlatformActivities:
                 RefundLedger.idempotency_key == key)).first()
             if done is not None:
                 return _payment(done, "reversed")
-            sub = session.get(Subscription, refund.subscription_id)
-            if sub is not None:
-                sub.status, sub.ended_at = "active", None
-                session.add(sub)
+            session.exec(update(Subscription).where(  # type: ignore[call-overload]
+                col(Subscription.id) == refund.subscription_id,
+                col(Subscription.status) == "ended",
+            ).values(status="active", ended_at=None))
             if refund.destination_account_id is not None:
-                org = session.get(Account, refund.destination_account_id)
-                if org is not None:
-                    org.credit_balance_minor -= refund.amount_minor
-                    session.add(org)
+                add_credit(session, refund.destination_account_id, -refund.amount_minor)
             row = RefundLedger(idempotency_key=key, invitation_id=req.invitation_id,
                                subscription_id=refund.subscription_id, kind="reversal",
                                amount_minor=-refund.amount_minor, currency=refund.currency,

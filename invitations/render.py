@@ -23,6 +23,7 @@ STATE_LABELS = {
     "expired": "expired",
     "revoked": "revoked",
     "failed_compensated": "failed (undone)",
+    "joined_elsewhere": "ended: joined another account",
 }
 OUTCOME_STYLES = {Outcome.STARTED: "green", Outcome.ALREADY_PENDING: "yellow",
                   Outcome.ERROR: "red"}

@@ -184,11 +184,11 @@ def _users_by_email(session: Session, emails: Sequence[str]) -> dict[str, tuple]
     for chunk in _chunks(emails):
         rows = session.exec(
             select(User, Account).join(Account, col(Account.id) == col(User.account_id))
-            .where(col(User.email).in_(chunk))
+            .where(func.lower(User.email).in_(chunk))
         ).all()
         for user, account in rows:
-            found[user.email] = (user.account_id, Role(user.role), AccountKind(account.kind),
-                                 account.name)
+            found[normalise_email(user.email)] = (
+                user.account_id, Role(user.role), AccountKind(account.kind), account.name)
     return found
 
 

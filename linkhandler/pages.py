@@ -38,6 +38,7 @@ GONE_TITLES = {
     "declined": "You declined this invitation",
     "completed": "This invitation has already been used",
     "failed_compensated": "Joining did not complete",
+    "joined_elsewhere": "You joined another account",
     "unavailable": "This invitation is no longer available",
 }
 ERRORS = {
@@ -113,6 +114,8 @@ class Pages:
             return self.refund(request, inv, outcome.quote)
         if outcome.outcome == "accepted":
             return self.see_status(request, inv, outcome)
+        if outcome.outcome == "joined_elsewhere":  # the invitation has ended
+            raise Gone("joined_elsewhere", inv.progress)
         data = {**self.common(inv), "status": "blocked", "outcome": dump(outcome),
                 "form": new_form(self.secret, inv.token)}
         return self.answer(request, "blocked.html", data, 409, p=inv.progress, o=outcome)

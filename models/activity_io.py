@@ -23,7 +23,7 @@ MailActivities (activities/mail.py)
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, StrictInt
 
@@ -47,6 +47,7 @@ ERR_CHECKSUM_MISMATCH = "ChecksumMismatch"
 ERR_SOURCE_CHANGED = "SourceChanged"
 ERR_INVITEE_UNAVAILABLE = "InviteeUnavailable"
 ERR_TRANSFER_FAILED = "TransferFailed"
+ERR_CLAIM_LOST = "ClaimLost"  # link_member without holding the person's join claim
 
 
 class RegisterInvitation(BaseModel):
@@ -80,6 +81,14 @@ class AcceptanceCheck(BaseModel):
     at: datetime  # acceptance time (workflow.now()): the refund quote is computed for it
 
 
+class ClaimRefusal(BaseModel):
+    """Why this invitation may not take the person's join right now (models.claims)."""
+
+    kind: Literal["already_joining", "joined_elsewhere", "no_free_seat"]
+    account_name: str  # the organisation they are joining / joined / that has no seat
+    invitation_id: str | None = None  # the invitation holding the claim
+
+
 class AcceptanceFacts(BaseModel):
     blocking: list[BlockingItem]
     quote: RefundQuote | None  # None: nothing to refund (free plan / no subscription)
@@ -87,6 +96,9 @@ class AcceptanceFacts(BaseModel):
     reports_left_behind: int
     user_id: int | None  # None: no account yet on the platform
     source_account_id: int | None
+    # Set when the checks passed but the join is not this invitation's to make: another
+    # company's invitation holds the person's join, or no licensed seat is free.
+    refusal: ClaimRefusal | None = None
 
 
 class LinkMember(BaseModel):

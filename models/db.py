@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, event
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -27,9 +27,26 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+            # pysqlite would only BEGIN at the first write: we emit BEGIN ourselves.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            mode = conn.get_execution_options().get("sqlite_begin", "")
+            conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def write_session(engine: Engine) -> Session:
+    """A session for a transaction that reads in order to write. On SQLite it begins
+    IMMEDIATE (the write lock is taken before the first read, so no other writer can
+    slip in between the read and the write); elsewhere a plain transaction, where the
+    callers lock rows that decide a write with SELECT ... FOR UPDATE."""
+    if engine.dialect.name == "sqlite":
+        return Session(engine.execution_options(sqlite_begin="IMMEDIATE"))
+    return Session(engine)
 
 
 def init_db(engine: Engine) -> None:

@@ -28,6 +28,7 @@ class InvitationStatus(StrEnum):
     EXPIRED = "expired"
     REVOKED = "revoked"
     FAILED = "failed_compensated"
+    JOINED_ELSEWHERE = "joined_elsewhere"  # the person joined another account meanwhile
 
     @property
     def awaiting_acceptance(self) -> bool:
@@ -49,7 +50,7 @@ class InvitationStatus(StrEnum):
 FINAL_STATUSES = frozenset(
     {
         InvitationStatus.COMPLETED, InvitationStatus.DECLINED, InvitationStatus.EXPIRED,
-        InvitationStatus.REVOKED, InvitationStatus.FAILED,
+        InvitationStatus.REVOKED, InvitationStatus.FAILED, InvitationStatus.JOINED_ELSEWHERE,
     }
 )
 # The same, as the strings stored in Invitation.status (for SQL filters and row checks).
@@ -117,11 +118,17 @@ class RefundQuote(BaseModel):
 
 
 class AcceptOutcome(BaseModel):
-    outcome: Literal["blocked", "refund_choice_needed", "accepted"]
-    error_code: int | None = None  # 1009 when blocked
+    """The answer to an acceptance. Only "accepted" means the join goes ahead."""
+
+    outcome: Literal["blocked", "refund_choice_needed", "accepted", "already_joining",
+                     "no_free_seat", "joined_elsewhere"]
+    # 1009 when blocked; a string code when the join cannot be this invitation's:
+    # "already_joining_another_account", "no_free_licensed_seat", "joined_another_account".
+    error_code: int | str | None = None
     blocking: list[BlockingItem] = []
     quote: RefundQuote | None = None
     message: str
+    joining_account_name: str | None = None  # the account their join belongs to instead
 
 
 class AcceptRequest(BaseModel):

@@ -16,6 +16,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from models.db import as_utc
+from models.ids import normalise_email
 from models.money import FORMULA, prorated_refund_minor
 from models.payloads import (
     BlockingItem,
@@ -55,7 +56,10 @@ CATEGORY_TABLES: dict[Category, Any] = {
 
 
 def find_user(session: Session, email: str) -> User | None:
-    return session.exec(select(User).where(User.email == email)).first()
+    """The user with this email, whatever its case (rows stored before emails were
+    normalised on write may be mixed-case)."""
+    return session.exec(select(User).where(
+        func.lower(User.email) == normalise_email(email))).first()
 
 
 def blocking_items(session: Session, invitee: User, org_account_id: int) -> list[BlockingItem]:

@@ -14,8 +14,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import Strict
-from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, event, func
 from sqlmodel import Field, SQLModel
+
+from models.ids import normalise_email
 
 # An int that refuses floats, Decimals and numeric strings: money never passes as 12.5.
 MinorUnits = Annotated[int, Strict()]
@@ -50,7 +52,11 @@ class Account(SQLModel, table=True):
 
 
 class User(SQLModel, table=True):
-    """A person's identity. `account_id` is the account they currently belong to."""
+    """A person's identity. `account_id` is the account they currently belong to. Emails
+    are unique whatever their case (rows written before normalisation may be mixed-case:
+    every lookup compares lower(email))."""
+
+    __table_args__ = (Index("uq_user_email_lower", func.lower(Column("email")), unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(unique=True, index=True)  # stored normalised (lower-case, trimmed)
@@ -233,3 +239,31 @@ class SentEmail(SQLModel, table=True):
     to: str
     subject: str
     sent_at: datetime = Field(default_factory=utcnow)
+
+
+@event.listens_for(User, "before_insert")
+@event.listens_for(User, "before_update")
+def _normalise_user_email(_mapper: Any, _conn: Any, user: User) -> None:
+    """Emails are one identity whatever their case: stored normalised."""
+    user.email = normalise_email(user.email)
+
+
+class JoinClaimState(StrEnum):
+    JOINING = "joining"  # an acceptance passed its checks: this invitation may link them
+    LINKED = "linked"  # linked into the organisation, data moving
+    JOINED = "joined"  # the join completed
+
+
+class JoinClaim(SQLModel, table=True):
+    """One person joins one account at a time: the row keyed by the person's email is
+    taken by the invitation whose acceptance passed its checks, by an atomic insert, and
+    released (deleted) when that invitation ends without a join. A second company's
+    acceptance finds it held and is refused at once."""
+
+    email: str = Field(primary_key=True)  # normalised
+    invitation_id: str = Field(index=True)
+    org_account_id: int = Field(foreign_key="account.id", index=True)
+    source_account_id: int | None = None
+    user_type: str = "basic"  # a licensed claim holds one of the organisation's seats
+    state: JoinClaimState = JoinClaimState.JOINING
+    claimed_at: datetime = Field(default_factory=utcnow)

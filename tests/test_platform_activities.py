@@ -17,6 +17,7 @@ from activities.platform import PlatformActivities
 from activities.transfers import TransferActivities
 from config import Settings
 from models.activity_io import (
+    ERR_CLAIM_LOST,
     ERR_SEATS_EXHAUSTED,
     AcceptanceCheck,
     Finalise,
@@ -41,6 +42,7 @@ from models.tables import (
     AuditEvent,
     ChatMessage,
     Invitation,
+    JoinClaim,
     Recording,
     RefundLedger,
     Report,
@@ -86,6 +88,15 @@ def link(w: World, user_type: UserType = UserType.LICENSED, group: str | None = 
          email: str = EMAIL) -> LinkMember:
     return LinkMember(invitation_id=INVITATION, account_id=w.org_id, email=email,
                       first_name="New", last_name="Person", user_type=user_type, group=group)
+
+
+async def claim(env: ActivityEnvironment, acts: PlatformActivities, w: World,
+                user_type: UserType = UserType.LICENSED, email: str = EMAIL) -> None:
+    """The acceptance check takes the person's join claim, which link_member requires."""
+    facts = await env.run(acts.check_acceptance, AcceptanceCheck(
+        invitation_id=INVITATION, account_id=w.org_id, email=email, user_type=user_type,
+        group="Sales", at=NOW))
+    assert facts.refusal is None and facts.blocking == []
 
 
 def pay(w: World, destination: RefundDestination) -> PayRefund:
@@ -140,6 +151,7 @@ async def test_check_acceptance(acts, env, engine, settings):
 
 async def test_link_and_unlink_restore_the_invitee(acts, env, engine, settings):
     w = make_world(engine, settings)
+    await claim(env, acts, w)
     membership = await env.run(acts.link_member, link(w))
     assert membership == await env.run(acts.link_member, link(w))  # a retry: same previous_*
     assert (membership.source_account_id, membership.previous_role,
@@ -155,6 +167,7 @@ async def test_link_and_unlink_restore_the_invitee(acts, env, engine, settings):
 
 async def test_link_creates_and_unlink_deletes_a_new_user(acts, env, engine, settings):
     w = make_world(engine, settings)
+    await claim(env, acts, w, email="new@example.com")
     membership = await env.run(acts.link_member, link(w, email="new@example.com"))
     assert membership.created_user and membership.source_account_id is None
     assert rows(engine, User, User.email == "new@example.com")[0].account_id == w.org_id
@@ -164,11 +177,32 @@ async def test_link_creates_and_unlink_deletes_a_new_user(acts, env, engine, set
 
 async def test_licensed_seats_exhausted(acts, env, engine, settings):
     w = make_world(engine, settings, seats=2)  # owner and admin hold both
+    check = AcceptanceCheck(invitation_id=INVITATION, account_id=w.org_id, email=EMAIL,
+                            user_type=UserType.LICENSED, group=None, at=NOW)
+    facts = await env.run(acts.check_acceptance, check)
+    assert facts.refusal is not None and facts.refusal.kind == "no_free_seat"
+    assert rows(engine, JoinClaim) == []  # refused: nothing held
+    with pytest.raises(ApplicationError) as err:  # no claim, no link
+        await env.run(acts.link_member, link(w))
+    assert err.value.type == ERR_CLAIM_LOST and err.value.non_retryable
+    await claim(env, acts, w, user_type=UserType.BASIC)
+    basic = await env.run(acts.link_member, link(w, user_type=UserType.BASIC))
+    assert basic.user_id == w.user_id  # a basic user needs no seat
+
+
+async def test_a_seat_taken_away_after_the_claim_fails_the_link(acts, env, engine, settings):
+    w = make_world(engine, settings, seats=3)
+    await claim(env, acts, w)
+    with Session(engine) as session:  # the admin lowers the seats meanwhile
+        org = session.get(Account, w.org_id)
+        assert org is not None
+        org.licensed_seats = 2
+        session.add(org)
+        session.commit()
     with pytest.raises(ApplicationError) as err:
         await env.run(acts.link_member, link(w))
     assert err.value.type == ERR_SEATS_EXHAUSTED and err.value.non_retryable
-    basic = await env.run(acts.link_member, link(w, user_type=UserType.BASIC))
-    assert basic.user_id == w.user_id  # a basic user needs no seat
+    assert rows(engine, User, User.id == w.user_id)[0].account_id == w.source_id
 
 
 async def test_refund_is_paid_once(acts, env, engine, settings):
@@ -237,6 +271,7 @@ async def test_nothing_to_refund_or_reverse(acts, env, engine, settings):
 async def test_finalise_makes_staged_live_and_closes_the_account(acts, env, engine, settings):
     w = make_world(engine, settings, meetings=2, webinars=1, recordings=2, chat=1500,
                    contacts=3, reports=2)
+    await claim(env, acts, w)
     await env.run(acts.link_member, link(w))
     await run_all(env, TransferActivities(settings, engine), w)
     source_files = [settings.recordings_dir / r.path

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         TRANSFER_ACTIVITY,
         AcceptanceCheck,
         AcceptanceFacts,
+        ClaimRefusal,
         Finalise,
         Finalised,
         LinkMember,
@@ -502,6 +503,8 @@ class InvitationWorkflow(Bookkeeping):
                             f"please try again: {describe_failure(err)}") from err
         if not self._status.awaiting_acceptance:  # declined, revoked or expired meanwhile
             raise self._not_awaiting()
+        if facts.refusal is not None:
+            return await self._refused(facts.refusal)
         self._facts = facts
         if facts.blocking:
             self._progress.blocking = facts.blocking
@@ -527,6 +530,37 @@ class InvitationWorkflow(Bookkeeping):
                 {"quote": facts.quote.model_dump(mode="json")})
             return self._outcome()
         return await self._accepted(req.refund_destination)
+
+    async def _refused(self, refusal: ClaimRefusal) -> AcceptOutcome:
+        """The join is not this invitation's to make: say so at once, link nothing. While
+        another account's join or a seat shortage is the reason the invitation stays open;
+        once the person has joined elsewhere it ends."""
+        p, name = self._progress, refusal.account_name
+        self._count(f"invitations_refused_{refusal.kind}")
+        if refusal.kind == "joined_elsewhere":
+            p.failure_reason = f"{p.email} joined {name}"
+            await self._transition(S.JOINED_ELSEWHERE, "joined_elsewhere",
+                                   f"Ended: the invitee joined {name}",
+                                   {"joined_account": name})
+            return AcceptOutcome(
+                outcome="joined_elsewhere", error_code="joined_another_account",
+                joining_account_name=name,
+                message=f"You already joined {name}, so this invitation to {p.account_name} "
+                        "has ended. Nothing changed on your account because of it.")
+        if refusal.kind == "no_free_seat":
+            message = (f"{name} has no free licensed seat right now, so you cannot join yet. "
+                       f"Your invitation stays open: ask {p.invited_by} to free or add a "
+                       "seat, then accept again.")
+            code, step = "no_free_licensed_seat", "Waiting for a free licensed seat"
+        else:
+            message = (f"Your account is already joining {name}. This invitation to "
+                       f"{p.account_name} stays open: you can accept it if that join does "
+                       "not go through.")
+            code, step = "already_joining_another_account", f"Waiting: already joining {name}"
+        await self._transition(self._status, "join_refused", step,
+                               {"reason": refusal.kind, "account": name})
+        return AcceptOutcome(outcome=refusal.kind, error_code=code, message=message,
+                             joining_account_name=name)
 
     async def _accepted(self, destination: RefundDestination | None) -> AcceptOutcome:
         self._destination = destination or S_ORIGINAL
