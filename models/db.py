@@ -1,58 +1,126 @@
-"""Engine construction and schema creation. SQLite by default (WAL, busy timeout so the
-parallel transfer activities can write side by side), any SQLAlchemy URL otherwise."""
+"""Engines, write transactions and schema creation, for SQLite (the embedded default) and
+PostgreSQL (`postgresql+psycopg://...`).
+
+Write transactions. pysqlite starts a transaction only at the first write, so on SQLite a
+read before it holds no lock and two writers can both act on what they read. Our SQLite
+engines take transaction control from the driver (SQLAlchemy's documented recipe:
+`isolation_level = None` on connect, our own BEGIN in the `begin` event), so:
+
+- `Session(engine)` / `engine.begin()` begin DEFERRED: a read-only transaction takes no
+  write lock and never blocks a writer (WAL mode). If it writes after reading while
+  another writer committed in between, SQLite refuses the write ("database is locked")
+  instead of letting it act on a stale read.
+- `write_session(engine)` / `write_transaction(engine)` begin IMMEDIATE: the write lock is
+  taken at BEGIN, before the first read, so writers run one after the other and each reads
+  what the previous one committed. Use them for every transaction that writes.
+
+On PostgreSQL both begin with a plain BEGIN (READ COMMITTED): where a read decides a write,
+read with `.with_for_update()` (SQLite ignores it, where IMMEDIATE already holds the lock),
+or make the write one conditional statement and check its row count.
+"""
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, event
-from sqlmodel import Session, SQLModel, create_engine
+from sqlalchemy import Connection, Engine, event
+from sqlmodel import Session, create_engine
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
+if TYPE_CHECKING:
+    from config import Settings
 
-def make_engine(url: str) -> Engine:
+# How long a SQLite writer waits for the write lock before "database is locked". Keep it
+# below the activities' heartbeat timeout (15 s, workflows/options.py): a DB call that
+# waits longer than that gets its activity timed out and retried while still running.
+DEFAULT_BUSY_TIMEOUT_SECONDS = 10.0
+
+# The worker runs up to 50 activities at once (worker.py), each holding at most one
+# connection while it runs a transaction: 10 kept open, up to 40 more while busy.
+POOL_SIZE = 10
+MAX_OVERFLOW = 40
+
+_BEGIN = "invites_sqlite_begin"  # execution option read by the SQLite `begin` hook
+
+
+def make_engine(
+    url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+    foreign_keys: bool = True,
+) -> Engine:
+    """An engine for `url`. `foreign_keys=False` is for migrations only: SQLite's batch
+    mode recreates tables, which enforced foreign keys would refuse."""
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+        return _sqlite_engine(url, busy_timeout_seconds, foreign_keys)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
+                         max_overflow=MAX_OVERFLOW)
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.close()
-            # pysqlite would only BEGIN at the first write: we emit BEGIN ourselves.
-            dbapi_conn.isolation_level = None
 
-        @event.listens_for(engine, "begin")
-        def _begin(conn):  # type: ignore[no-untyped-def]
-            mode = conn.get_execution_options().get("sqlite_begin", "")
-            conn.exec_driver_sql(f"BEGIN {mode}".strip())
+def engine_from(settings: Settings) -> Engine:
+    """The engine every process builds from its settings."""
+    return make_engine(settings.database_url,
+                       busy_timeout_seconds=settings.db_busy_timeout_seconds)
 
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+
+def _sqlite_engine(url: str, busy_timeout_seconds: float, foreign_keys: bool) -> Engine:
+    path = url.split("///", 1)[-1].split("?", 1)[0]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False,
+                                              "timeout": busy_timeout_seconds})
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        # We emit BEGIN ourselves (`_on_begin`); the driver's own BEGIN comes too late.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")  # readers and one writer side by side
+        cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
+        cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def _writer(engine: Engine) -> Engine:
+    """The same engine (and pool) whose transactions begin IMMEDIATE on SQLite."""
+    return engine.execution_options(**{_BEGIN: "IMMEDIATE"})
 
 
 def write_session(engine: Engine) -> Session:
-    """A session for a transaction that reads in order to write. On SQLite it begins
-    IMMEDIATE (the write lock is taken before the first read, so no other writer can
-    slip in between the read and the write); elsewhere a plain transaction, where the
-    callers lock rows that decide a write with SELECT ... FOR UPDATE."""
-    if engine.dialect.name == "sqlite":
-        return Session(engine.execution_options(sqlite_begin="IMMEDIATE"))
-    return Session(engine)
+    """A Session for a transaction that writes: on SQLite each of its transactions (a new
+    one after every commit) begins IMMEDIATE. `with write_session(engine) as session:`."""
+    return Session(_writer(engine))
+
+
+def write_transaction(engine: Engine) -> AbstractContextManager[Connection]:
+    """Like `engine.begin()` (a Core connection, committed on exit, rolled back on error),
+    beginning IMMEDIATE on SQLite. `with write_transaction(engine) as conn:`."""
+    return _writer(engine).begin()
 
 
 def init_db(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Make the schema ready, or refuse to start. SQLite: created or migrated to the
+    latest revision on the spot. PostgreSQL and others: only checked, since only
+    migrations (`make migrate`) change such a database. See models/schema.py."""
+    from models import schema
+
+    if engine.dialect.name == "sqlite":
+        schema.ensure_sqlite_schema(engine)
+    else:
+        schema.check_at_head(engine)
 
 
 def as_utc(dt: datetime) -> datetime:
-    """SQLite hands datetimes back naive; every stored datetime is UTC."""
+    """A datetime in UTC; a naive one is taken to be UTC already. Columns read back aware
+    (models/types.py), so this is for values from elsewhere (payloads, old callers)."""
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)

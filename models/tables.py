@@ -18,6 +18,7 @@ from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, e
 from sqlmodel import Field, SQLModel
 
 from models.ids import normalise_email
+from models.types import UTCDateTime
 
 # An int that refuses floats, Decimals and numeric strings: money never passes as 12.5.
 MinorUnits = Annotated[int, Strict()]
@@ -48,7 +49,7 @@ class Account(SQLModel, table=True):
     currency: str = Field(default="USD", min_length=3, max_length=3)
     credit_balance_minor: MinorUnits = 0
     status: str = "active"  # active | closed
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class User(SQLModel, table=True):
@@ -66,7 +67,7 @@ class User(SQLModel, table=True):
     group_name: str | None = None
     first_name: str = ""
     last_name: str = ""
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class Subscription(SQLModel, table=True):
@@ -76,11 +77,11 @@ class Subscription(SQLModel, table=True):
     plan: str
     price_minor: MinorUnits
     currency: str = Field(min_length=3, max_length=3)
-    period_start: datetime
-    period_end: datetime
+    period_start: datetime = Field(sa_type=UTCDateTime)
+    period_end: datetime = Field(sa_type=UTCDateTime)
     status: str = "active"  # active | cancelled | ended
     payment_method: str = "card"
-    ended_at: datetime | None = None
+    ended_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Room(SQLModel, table=True):
@@ -119,7 +120,7 @@ class Meeting(Staged, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str = "meeting"  # meeting | webinar
     topic: str
-    start_time: datetime
+    start_time: datetime = Field(sa_type=UTCDateTime)
     duration_minutes: int = 30
 
 
@@ -132,7 +133,7 @@ class Recording(Staged, table=True):
     path: str
     size_bytes: int = Field(ge=0)
     sha256: str = Field(min_length=64, max_length=64)
-    recorded_at: datetime = Field(default_factory=utcnow)
+    recorded_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class ChatMessage(Staged, table=True):
@@ -142,7 +143,7 @@ class ChatMessage(Staged, table=True):
     id: int | None = Field(default=None, primary_key=True)
     channel: str
     body: str
-    sent_at: datetime
+    sent_at: datetime = Field(sa_type=UTCDateTime)
 
 
 class Contact(Staged, table=True):
@@ -179,7 +180,7 @@ class Report(SQLModel, table=True):
     user_id: int = Field(foreign_key="user.id", index=True)
     kind: str = "meeting"  # meeting | webinar | usage
     title: str
-    held_on: datetime
+    held_on: datetime = Field(sa_type=UTCDateTime)
     participants: int = 0
     minutes: int = 0
 
@@ -198,9 +199,9 @@ class Invitation(SQLModel, table=True):
     group_name: str | None = None
     message: str | None = None
     status: str = Field(default="pending", index=True)
-    invited_at: datetime = Field(default_factory=utcnow)
-    expires_at: datetime
-    updated_at: datetime = Field(default_factory=utcnow)
+    invited_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     source_account_id: int | None = None  # the invitee's individual account, once linked
 
 
@@ -217,12 +218,12 @@ class RefundLedger(SQLModel, table=True):
     currency: str = Field(min_length=3, max_length=3)
     destination: str  # original_payment_method | account_credit
     destination_account_id: int | None = None
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class AuditEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
-    at: datetime = Field(default_factory=utcnow, index=True)
+    at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
     invitation_id: str | None = Field(default=None, index=True)
     account_id: int | None = None
     kind: str
@@ -238,7 +239,7 @@ class SentEmail(SQLModel, table=True):
     kind: str
     to: str
     subject: str
-    sent_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 @event.listens_for(User, "before_insert")
@@ -265,5 +266,5 @@ class JoinClaim(SQLModel, table=True):
     org_account_id: int = Field(foreign_key="account.id", index=True)
     source_account_id: int | None = None
     user_type: str = "basic"  # a licensed claim holds one of the organisation's seats
-    state: JoinClaimState = JoinClaimState.JOINING
-    claimed_at: datetime = Field(default_factory=utcnow)
+    state: str = JoinClaimState.JOINING.value  # a JoinClaimState
+    claimed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

