@@ -28,6 +28,7 @@ from temporalio.exceptions import ApplicationError
 
 from config import Settings
 from linkhandler.present import make_environment
+from models.db import write_session
 from models.links import signed_acceptance_url
 from models.payloads import Category, EmailKind, EmailRequest, EmailResult, Progress
 from models.tables import SentEmail
@@ -121,7 +122,7 @@ class MailActivities:
             ).first()
 
     def _record(self, req: EmailRequest, subject: str) -> None:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             session.add(SentEmail(message_key=req.message_key, invitation_id=req.invitation_id,
                                   kind=req.kind.value, to=req.to, subject=subject))
             try:

@@ -139,7 +139,7 @@ def _reversed(session: Session, invitation_id: str, round: int) -> bool:
 
 def add_credit(session: Session, account_id: int, amount_minor: int) -> None:
     """One statement: concurrent credits to one account add up (no read-modify-write)."""
-    session.exec(update(Account).where(col(Account.id) == account_id)  # type: ignore[call-overload]
+    session.connection().execute(update(Account).where(col(Account.id) == account_id)
                  .values(credit_balance_minor=Account.credit_balance_minor + amount_minor))
 
 
@@ -168,7 +168,7 @@ class PlatformActivities:
 
     def _register_invitation(self, req: RegisterInvitation) -> RegisteredInvitation:
         inp = req.input
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             account = session.get(Account, inp.account_id)
             if account is None:
                 raise ApplicationError(f"account {inp.account_id} does not exist",
@@ -206,7 +206,7 @@ class PlatformActivities:
             stmt = update(Invitation).where(col(Invitation.id) == change.invitation_id)
             if new not in FINAL_STATUS_VALUES:  # never reopen an ended invitation
                 stmt = stmt.where(col(Invitation.status).not_in(FINAL_STATUS_VALUES))
-            session.exec(stmt.values(**values))  # type: ignore[call-overload]
+            session.connection().execute(stmt.values(**values))
             # The person's join claim follows the invitation's ending.
             if new == InvitationStatus.COMPLETED.value:
                 mark_joined(session, change.invitation_id)
@@ -329,7 +329,7 @@ class PlatformActivities:
                             "previous_user_type": user.user_type,
                             "previous_group": user.group_name}
                 # Conditional on the account read above: a concurrent move fails it.
-                moved = session.exec(update(User).where(  # type: ignore[call-overload]
+                moved = session.connection().execute(update(User).where(
                     col(User.id) == user.id, col(User.account_id) == user.account_id,
                 ).values(account_id=org.id, role=Role.MEMBER,
                          user_type=req.user_type.value, group_name=req.group))
@@ -397,7 +397,7 @@ class PlatformActivities:
                 period_end=as_utc(sub.period_end), at=at)
             # Ends the subscription only if it is still active: of two overlapping
             # attempts, the second matches no row and reports the first one's payment.
-            ended = session.exec(update(Subscription).where(  # type: ignore[call-overload]
+            ended = session.connection().execute(update(Subscription).where(
                 col(Subscription.id) == sub.id, col(Subscription.status) == "active",
             ).values(status="ended", ended_at=at))
             if ended.rowcount != 1:
@@ -454,7 +454,7 @@ class PlatformActivities:
                 RefundLedger.idempotency_key == key)).first()
             if done is not None:
                 return _payment(done, "reversed")
-            session.exec(update(Subscription).where(  # type: ignore[call-overload]
+            session.connection().execute(update(Subscription).where(
                 col(Subscription.id) == refund.subscription_id,
                 col(Subscription.status) == "ended",
             ).values(status="active", ended_at=None))

@@ -58,16 +58,18 @@ def take_claim(
               "source_account_id": source_account_id, "user_type": user_type,
               "state": JoinClaimState.JOINING}
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted = session.exec(  # type: ignore[call-overload]
-        dialect.insert(JoinClaim).values(**values).on_conflict_do_nothing())
-    if inserted.rowcount == 1:
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    inserted = session.connection().execute(
+        dialect.insert(JoinClaim).values(**values).on_conflict_do_nothing()
+        .returning(JoinClaim.email)).first()
+    if inserted is not None:
         return None
     held = session.exec(select(JoinClaim).where(JoinClaim.email == email)).one()
     refusal = _refusal(session, held)
     if refusal is not None:
         return refusal
     # They joined once and have left that account since: the old claim is spent.
-    taken = session.exec(update(JoinClaim).where(  # type: ignore[call-overload]
+    taken = session.connection().execute(update(JoinClaim).where(
         col(JoinClaim.email) == email, col(JoinClaim.invitation_id) == held.invitation_id,
         col(JoinClaim.state) == JoinClaimState.JOINED,
     ).values(**values))
@@ -105,7 +107,7 @@ def _refusal(session: Session, held: JoinClaim) -> ClaimRefusal | None:
 def mark_linked(session: Session, *, email: str, invitation_id: str) -> bool:
     """joining -> linked, in link_member's transaction; False if this invitation does not
     hold the claim (then it must not link)."""
-    done = session.exec(update(JoinClaim).where(  # type: ignore[call-overload]
+    done = session.connection().execute(update(JoinClaim).where(
         col(JoinClaim.email) == email, col(JoinClaim.invitation_id) == invitation_id,
         col(JoinClaim.state).in_(ACTIVE),
     ).values(state=JoinClaimState.LINKED))
@@ -113,7 +115,7 @@ def mark_linked(session: Session, *, email: str, invitation_id: str) -> bool:
 
 
 def mark_joined(session: Session, invitation_id: str) -> None:
-    session.exec(update(JoinClaim).where(  # type: ignore[call-overload]
+    session.connection().execute(update(JoinClaim).where(
         col(JoinClaim.invitation_id) == invitation_id, col(JoinClaim.state).in_(ACTIVE),
     ).values(state=JoinClaimState.JOINED))
 
@@ -121,6 +123,6 @@ def mark_joined(session: Session, invitation_id: str) -> None:
 def release(session: Session, invitation_id: str) -> int:
     """The invitation ended without a join (declined, revoked, expired, failed and
     undone): the person is free to join another account."""
-    gone = session.exec(delete(JoinClaim).where(  # type: ignore[call-overload]
+    gone = session.connection().execute(delete(JoinClaim).where(
         col(JoinClaim.invitation_id) == invitation_id, col(JoinClaim.state).in_(ACTIVE)))
     return int(gone.rowcount or 0)

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, insert
 from sqlmodel import Session, select
 
+from models.db import write_session
 from models.ids import normalise_email
 from models.tables import (
     Account,
@@ -181,7 +182,7 @@ DEMO_INVITEES = {
 
 def seed_demo(engine: Engine, recordings_dir: Path, *, chat_messages: int = 5000) -> dict[str, Any]:
     """Idempotent: a second run finds Acme and changes nothing. Returns what it found or made."""
-    with Session(engine) as session:
+    with write_session(engine) as session:
         acme = session.exec(select(Account).where(Account.name == "Acme",
                                                   Account.kind == AccountKind.BUSINESS)).first()
         if acme is not None:
