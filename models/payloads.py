@@ -116,12 +116,19 @@ class RefundQuote(BaseModel):
     payment_method: str
 
 
+# AcceptOutcome.error_code of "already_joining": the person is joining another account.
+ALREADY_JOINING_ANOTHER_ACCOUNT = "already_joining_another_account"
+
+
 class AcceptOutcome(BaseModel):
-    outcome: Literal["blocked", "refund_choice_needed", "accepted"]
-    error_code: int | None = None  # 1009 when blocked
+    outcome: Literal["blocked", "refund_choice_needed", "accepted", "already_joining"]
+    # 1009 (an int, as the platform says it) when blocked; ALREADY_JOINING_ANOTHER_ACCOUNT
+    # when the person is already joining another account (the invitation stays open).
+    error_code: int | str | None = None
     blocking: list[BlockingItem] = []
     quote: RefundQuote | None = None
     message: str
+    joining_account_name: str | None = None  # the account they are already joining
 
 
 class AcceptRequest(BaseModel):
@@ -199,6 +206,10 @@ class Progress(BaseModel):
     reminders_sent: int = 0
     failure_reason: str | None = None
     step: str = ""  # human-readable current step
+    # Issue time of the link in the latest invitation mail: the only link that works (the
+    # link handler compares it, to the second, with the time signed into the token).
+    link_issued_at: datetime | None = None
+    mail_problem: str | None = None  # why the latest invitation email is not delivered yet
 
 
 class InvitationResult(BaseModel):
@@ -215,12 +226,19 @@ class EmailKind(StrEnum):
     REFUND_RECEIPT = "refund_receipt"
     COMPLETION = "completion"
     EXPIRED = "expired"
+    FAILED = "failed"  # the join did not go through; says what was undone
+    REVOKED = "revoked"  # the invitation was withdrawn
+    DECLINED = "declined"  # confirms the invitee's own decline
     # to the inviting admin
     ADMIN_ACCEPTED = "admin_accepted"
     ADMIN_BLOCKED = "admin_blocked"
     ADMIN_COMPLETED = "admin_completed"
     ADMIN_EXPIRING_SOON = "admin_expiring_soon"
     ADMIN_EXPIRED = "admin_expired"
+    ADMIN_FAILED = "admin_failed"
+    ADMIN_REVOKED = "admin_revoked"
+    ADMIN_DECLINED = "admin_declined"
+    ADMIN_MAIL_UNDELIVERED = "admin_mail_undelivered"  # the invitation mail could not go out
 
 
 class EmailRequest(BaseModel):
