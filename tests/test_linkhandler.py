@@ -387,7 +387,8 @@ async def test_expired_link_is_410_expired(
         r = await http.get(f"/i/{token}")
         assert r.status_code == 410 and "This invitation has expired" in r.text
         assert "ask admin@acme.test to send you a new invitation" in r.text
-        assert (await http.get(f"/i/{token}/status", headers=JSON)).json()["reason"] == "expired"
+        gone = (await http.get(f"/i/{token}/status", headers=JSON)).json()
+        assert (gone["reason"], gone["outcome"], gone["status"]) == ("expired",) * 3
 
 
 async def test_a_script_walks_every_route_in_json(
