@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     ui_port: int = 8233
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+<<<<<<< HEAD
     # Files and database (issue #10). Every path left unset goes under data_dir.
     logs_dir: Path = paths_under(DEFAULT_DATA_DIR)["logs_dir"]
     # SQLite's wait for the write lock. At most the transfer heartbeat timeout (15 s,
@@ -72,6 +73,60 @@ class Settings(BaseSettings):
             if data.get(name) in (None, ""):
                 data[name] = default
         return data
+=======
+    # Trust (README "Secrets"): link_secret signs; these still verify, comma-separated.
+    link_secrets_previous: SecretStr = SecretStr("")
+    dev_mode: bool = False  # INVITES_DEV_MODE=1: the dev secret is allowed (`make run`)
+    # Payload encryption: "id1:base64key,id2:base64key" (32-byte AES keys); the first
+    # encrypts, all decrypt. Unset: payloads are stored as plain JSON.
+    payload_keys: SecretStr = SecretStr("")
+    codec_auth_token: SecretStr = SecretStr("")  # Bearer token the codec endpoint requires
+    codec_cors_origins: str = ""  # comma-separated origins, e.g. the Web UI's
+
+
+DEV_LINK_SECRET = "dev-only-change-me"
+MIN_SECRET_LENGTH = 32
+
+
+class InsecureConfiguration(SystemExit):
+    """A process refuses to start: its message names the setting and how to fix it."""
+
+
+def link_verify_secrets(settings: Settings) -> list[str]:
+    """The current link secret first (it signs), then the previous ones (they only verify)."""
+    previous = settings.link_secrets_previous.get_secret_value().split(",")
+    return [settings.link_secret.get_secret_value(), *(p.strip() for p in previous if p.strip())]
+
+
+def require_production_secrets(settings: Settings, process: str) -> None:
+    """Outside dev mode, refuse the repo's dev secret and short secrets: a link forged with
+    a known key opens anyone's invitation and accepts it on their behalf."""
+    if settings.dev_mode:
+        return
+    fix = (f"set it to a random value of at least {MIN_SECRET_LENGTH} characters (python -c "
+           "'import secrets; print(secrets.token_urlsafe(32))'), or set INVITES_DEV_MODE=1 on "
+           "a development machine")
+    for name, secret in [("INVITES_LINK_SECRET", settings.link_secret.get_secret_value()),
+                         *(("INVITES_LINK_SECRETS_PREVIOUS", s)
+                           for s in link_verify_secrets(settings)[1:])]:
+        if secret == DEV_LINK_SECRET:
+            raise InsecureConfiguration(f"{process} refuses to start: {name} is the "
+                                        f"development default; {fix}.")
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise InsecureConfiguration(f"{process} refuses to start: {name} is empty or "
+                                        f"shorter than {MIN_SECRET_LENGTH} characters; {fix}.")
+    codec_token = settings.codec_auth_token.get_secret_value()
+    if codec_token and len(codec_token) < MIN_SECRET_LENGTH:
+        raise InsecureConfiguration(f"{process} refuses to start: INVITES_CODEC_AUTH_TOKEN is "
+                                    f"shorter than {MIN_SECRET_LENGTH} characters; {fix}.")
+
+
+def secrets_to_mask(settings: Settings) -> list[str]:
+    """Every secret a log line must never show: link secrets, codec token, payload keys."""
+    keys = settings.payload_keys.get_secret_value()
+    return [*link_verify_secrets(settings), settings.codec_auth_token.get_secret_value(),
+            keys, *(k.partition(":")[2].strip() for k in keys.split(","))]
+>>>>>>> h-trust
 
 
 @lru_cache
@@ -83,7 +138,6 @@ async def connect_temporal(settings: Settings | None = None, runtime=None):  # -
     """The one way every process connects: envconfig profile (TLS, API key, address from
     TEMPORAL_* / temporal.toml) completed by our settings, pydantic data converter."""
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.envconfig import ClientConfigProfile
 
     settings = settings or get_settings()
@@ -93,4 +147,14 @@ async def connect_temporal(settings: Settings | None = None, runtime=None):  # -
     connect.setdefault("namespace", settings.temporal_namespace)
     if runtime is not None:
         connect["runtime"] = runtime
-    return await Client.connect(target, data_converter=pydantic_data_converter, **connect)
+    return await Client.connect(target, data_converter=data_converter(settings), **connect)
+
+
+def data_converter(settings: Settings):  # -> DataConverter
+    """The pydantic converter, encrypting payloads when INVITES_PAYLOAD_KEYS is set."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from payload_codec import encrypting_converter
+
+    keys = settings.payload_keys.get_secret_value()
+    return encrypting_converter(pydantic_data_converter, keys) if keys else pydantic_data_converter

@@ -11,13 +11,23 @@ each in its own process group:
   5. the link handler (FastAPI) on settings.http_host:http_port.
 Prints the URLs and demo links, then waits. If any process dies, or on SIGINT/SIGTERM,
 every process it started is stopped (SIGTERM, then SIGKILL after a grace period).
+<<<<<<< HEAD
 The pids are written to <data_dir>/devstack.pids while it runs; logs go to logs_dir.
+=======
+The pids are written to <data_dir>/devstack.pids while it runs.
+
+Every process runs in dev mode (INVITES_DEV_MODE=1: the dev link secret is allowed) with
+payloads encrypted by a key generated once into <data_dir>/dev-secrets.env (kept with the
+history it encrypts; `make clean` wipes both); the Web UI decodes them through the link
+handler's codec endpoint. Another shell uses the same with `set -a; . .data/dev-secrets.env`.
+>>>>>>> h-trust
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -29,6 +39,7 @@ from pathlib import Path
 
 from config import ROOT, Settings, get_settings
 from models import search_attributes
+from payload_codec import new_key_spec
 
 PY = sys.executable
 GRACE_SECONDS = 10
@@ -121,6 +132,7 @@ def temporal_binary() -> str:
     return found
 
 
+<<<<<<< HEAD
 def migrate_database(settings: Settings) -> None:
     from sqlalchemy.engine import make_url
 
@@ -131,16 +143,48 @@ def migrate_database(settings: Settings) -> None:
     except Exception as exc:  # unreachable server, bad URL, failed revision: say which
         shown = make_url(settings.database_url).render_as_string(hide_password=True)
         raise RuntimeError(f"migrating the database {shown} failed: {exc}") from exc
+=======
+def dev_secrets(data_dir: Path) -> dict[str, str]:
+    """The dev stack's payload key and codec token, made once and kept in data_dir (the
+    history in temporal.db stays readable across runs). What the environment already sets
+    wins."""
+    path = data_dir / "dev-secrets.env"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("INVITES_DEV_MODE=1\n"
+                        f"INVITES_PAYLOAD_KEYS={new_key_spec('dev1')}\n"
+                        f"INVITES_CODEC_AUTH_TOKEN={secrets.token_urlsafe(32)}\n")
+    found = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k: os.environ.get(k, v) for k, v in found.items()}
+
+
+def dev_environment() -> None:
+    """Dev mode, encryption and the codec for this process and every child it starts."""
+    os.environ.setdefault("INVITES_DEV_MODE", "1")
+    data_dir = Settings().data_dir
+    os.environ.update(dev_secrets(data_dir))
+    s = Settings()
+    host = s.temporal_address.rsplit(":", 1)[0]
+    os.environ.setdefault("INVITES_CODEC_CORS_ORIGINS",
+                          f"http://{host}:{s.ui_port},http://localhost:{s.ui_port}")
+>>>>>>> h-trust
 
 
 def start(stack: Stack) -> dict[str, str]:
     s = stack.settings
     host, port = s.temporal_address.rsplit(":", 1)
     s.data_dir.mkdir(parents=True, exist_ok=True)
+<<<<<<< HEAD
     migrate_database(s)
+=======
+    app = f"http://{s.http_host}:{s.http_port}"
+    # The UI cannot send a header of ours: the codec token travels in the path instead.
+    codec = f"{app}/codec/{s.codec_auth_token.get_secret_value()}"
+>>>>>>> h-trust
     stack.spawn("temporal", [
         temporal_binary(), "server", "start-dev", "--ip", host, "--port", port,
-        "--ui-ip", host, "--ui-port", str(s.ui_port),
+        "--ui-ip", host, "--ui-port", str(s.ui_port), "--ui-codec-endpoint", codec,
         "--db-filename", str(s.data_dir / "temporal.db"), "--log-level", "warn",
         *search_attributes.cli_flags(),
     ])
@@ -157,8 +201,8 @@ def start(stack: Stack) -> dict[str, str]:
     stack.spawn("linkhandler", [
         PY, "-m", "uvicorn", "--factory", "linkhandler.app:create_app",
         "--host", s.http_host, "--port", str(s.http_port), "--log-level", "warning",
+        "--no-server-header",
     ])
-    app = f"http://{s.http_host}:{s.http_port}"
     wait_until("link handler", lambda: http_ok(f"{app}/healthz"), stack)
 
     # The demo invitations (already pending on a second run: nothing is started twice).
@@ -176,6 +220,7 @@ def start(stack: Stack) -> dict[str, str]:
 
 
 def main() -> int:
+    dev_environment()
     settings = get_settings()
     stack = Stack(settings)
     stopping = False
@@ -197,6 +242,8 @@ Ready in {time.monotonic() - started:.0f}s.
   Temporal frontend {settings.temporal_address}
   Metrics           http://127.0.0.1:{settings.metrics_port}/metrics
   Caught mail       {mail} (Maildir)   logs: {stack.logs}
+  Dev mode, payloads encrypted: in another shell, first
+                    set -a; . {settings.data_dir / 'dev-secrets.env'}; set +a
 Demo links (open in a browser):""", flush=True)
         for email, url in urls.items():
             print(f"  {email:<28} {url}", flush=True)

@@ -16,17 +16,31 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-TOKEN_RE = re.compile(r"(/i/)[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+")
-BARE_TOKEN_RE = re.compile(r"\beyJ[A-Za-z0-9_\-]{20,}\.[A-Za-z0-9_\-]{20,}\b")
+# Everything after /i/ (or its url-encoded form) up to a space or a quote is the token,
+# whatever its shape: with its dot removed or encoded, truncated, split by extra slashes,
+# followed by a query. Only a known route suffix is kept, so a log still says what was asked.
+LINK_PATH_RE = re.compile(r"(/|%2F)(i)(/|%2F)[^\s\"'<>]*", re.IGNORECASE)
+ROUTE_SUFFIX_RE = re.compile(r"/(accept|refund|decline|status|reports\.csv)$")
+# The codec endpoint's token, when it travels in the path (/codec/<token>/decode).
+CODEC_PATH_RE = re.compile(r"(/codec/)(?!(?:en|de)code\b)[^\s\"'<>/]+", re.IGNORECASE)
+# A token outside a path: base64url JSON starts with "eyJ"; dot or no dot.
+BARE_TOKEN_RE = re.compile(r"eyJ[A-Za-z0-9_\-.%]{20,}")
+
+
+def _mask_link_path(match: re.Match[str]) -> str:
+    suffix = ROUTE_SUFFIX_RE.search(match.group(0))
+    return f"{match.group(1)}{match.group(2)}{match.group(3)}<token>" + (
+        suffix.group(0) if suffix else "")
 
 
 class RedactFilter(logging.Filter):
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        self.secrets = [s for s in secrets if s]
+        self.secrets = sorted((s for s in secrets if s), key=len, reverse=True)
 
     def redact(self, text: str) -> str:
-        text = TOKEN_RE.sub(r"\1<token>", text)
+        text = LINK_PATH_RE.sub(_mask_link_path, text)
+        text = CODEC_PATH_RE.sub(r"\1<token>", text)
         text = BARE_TOKEN_RE.sub("<token>", text)
         for secret in self.secrets:
             text = text.replace(secret, "<secret>")
@@ -35,6 +49,8 @@ class RedactFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.redact(record.getMessage())
         record.args = None
+        if record.exc_info and not record.exc_text:  # a traceback may quote a URL too
+            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 
@@ -65,7 +81,7 @@ class JsonFormatter(logging.Formatter):
             **_ids(record),
         }
         if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
+            data["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, default=str)
 
 
@@ -77,7 +93,7 @@ class TextFormatter(logging.Formatter):
                 f"{record.getMessage()}")
         out = f"{base}  [{suffix}]" if suffix else base
         if record.exc_info:
-            out += "\n" + self.formatException(record.exc_info)
+            out += "\n" + (record.exc_text or self.formatException(record.exc_info))
         return out
 
 

@@ -19,7 +19,13 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
-from config import Settings, connect_temporal, get_settings
+from config import (
+    Settings,
+    connect_temporal,
+    get_settings,
+    require_production_secrets,
+    secrets_to_mask,
+)
 from models.db import engine_from, init_db
 from observability import configure_logging
 
@@ -74,8 +80,9 @@ def make_runtime(settings: Settings) -> Runtime:
 
 async def main() -> None:
     settings = get_settings()
-    configure_logging(json_output=settings.log_json,
-                      secrets=[settings.link_secret.get_secret_value()])
+    # Before anything else: the worker signs the links it mails with this secret.
+    require_production_secrets(settings, "the worker")
+    configure_logging(json_output=settings.log_json, secrets=secrets_to_mask(settings))
     engine = engine_from(settings)
     init_db(engine)
     runtime = make_runtime(settings)

@@ -210,17 +210,24 @@ class InvitationsClient:
         return await self._update(invitation, "decline", request or DeclineRequest(), Progress)
 
     async def link(self, invitation: str) -> AcceptanceLink:
-        """A freshly signed acceptance link for an open invitation."""
+        """The current acceptance link of an open invitation: the one in its latest email
+        (signed with the workflow's `link_issued_at`), since only that one works. Reads the
+        `progress` query, so a worker must be running."""
         row = await asyncio.to_thread(self._row, invitation)
         if row is None:
             raise InvitationNotFound(f"no invitation {invitation!r}")
         if row.status in FINAL_STATUS_VALUES:
             raise InvitationClosed(f"invitation {invitation} has ended ({row.status}); its "
                                    "link no longer works")
-        now = datetime.now(UTC)
-        return AcceptanceLink(invitation_id=invitation, email=row.email, issued_at=now,
-                              url=signed_acceptance_url(self.settings, invitation, row.email,
-                                                        now))
+        progress = await self.status(invitation)
+        if progress.status.is_final:
+            raise InvitationClosed(f"invitation {invitation} has ended "
+                                   f"({progress.status.value}); its link no longer works")
+        # Started before link_issued_at existed: the link handler accepts any of our links.
+        issued = progress.link_issued_at or datetime.now(UTC)
+        return AcceptanceLink(invitation_id=invitation, email=progress.email, issued_at=issued,
+                              url=signed_acceptance_url(self.settings, invitation,
+                                                        progress.email, issued))
 
     # --- plumbing -----------------------------------------------------------------------
     async def _update(self, invitation: str, name: str, arg: Any, result_type: type) -> Any:

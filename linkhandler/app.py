@@ -4,8 +4,10 @@
 
 GET /i/{token} shows what joining means (preview); POST .../accept, .../refund and
 .../decline run the workflow's updates; GET .../status follows the transfer; GET
-.../reports.csv hands over the reports that stay behind. Every route answers JSON to
-`Accept: application/json`. One Temporal client per process, made in the lifespan.
+.../reports.csv hands over the reports that stay behind while the invitation is open.
+Every route answers JSON to `Accept: application/json`, in one shape (linkhandler/contract,
+/openapi.json). One Temporal client per process, made in the lifespan. With payload keys
+and a codec token set, /codec/... decodes payloads for the Temporal Web UI (codec.py).
 """
 
 from __future__ import annotations
@@ -21,9 +23,18 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import Client
 
-from config import Settings, connect_temporal, get_settings
+from config import (
+    Settings,
+    connect_temporal,
+    get_settings,
+    require_production_secrets,
+    secrets_to_mask,
+)
+from linkhandler.codec import codec_app
+from linkhandler.contract import LinkAnswer, answer, responses
 from linkhandler.handler import Handler, HandlerDep
-from linkhandler.invitee import Gone, reports_csv
+from linkhandler.hardening import BadLinkLimiter, SecurityHeaders
+from linkhandler.invitee import OPEN_STATUSES, Gone, reports_csv
 from linkhandler.pages import STATIC, Pages
 from models.db import engine_from, init_db
 from models.payloads import (
@@ -43,17 +54,21 @@ UNACCEPTED_ENDINGS = {InvitationStatus.EXPIRED, InvitationStatus.REVOKED,
 router = APIRouter()
 
 
-@router.get("/healthz")
-async def healthz() -> dict[str, bool]:
-    return {"ok": True}
+PAGE = responses(200, 400, 404, 410, 429, 503)
+FORM = responses(200, 303, 400, 403, 409, 410, 422, 429, 503)
 
 
-@router.get("/i/{token}")
+@router.get("/healthz", response_model=LinkAnswer)
+async def healthz() -> dict[str, Any]:
+    return answer("ok", "The link handler is up.", ok=True)
+
+
+@router.get("/i/{token}", responses=PAGE)
 async def preview(token: str, request: Request, h: HandlerDep) -> Response:
     return await h.landing(request, await h.load(token))
 
 
-@router.post("/i/{token}/accept")
+@router.post("/i/{token}/accept", responses=FORM)
 async def accept(token: str, request: Request, h: HandlerDep) -> Response:
     fields = await h.form(request, token)
     inv = await h.load(token)
@@ -70,7 +85,7 @@ async def accept(token: str, request: Request, h: HandlerDep) -> Response:
     return h.pages.outcome(request, inv, outcome)
 
 
-@router.post("/i/{token}/refund")
+@router.post("/i/{token}/refund", responses=FORM)
 async def choose_refund(token: str, request: Request, h: HandlerDep) -> Response:
     fields = await h.form(request, token)
     inv = await h.load(token)
@@ -88,7 +103,7 @@ async def choose_refund(token: str, request: Request, h: HandlerDep) -> Response
     return h.pages.outcome(request, inv, outcome)
 
 
-@router.post("/i/{token}/decline")
+@router.post("/i/{token}/decline", responses=FORM)
 async def decline(token: str, request: Request, h: HandlerDep) -> Response:
     fields = await h.form(request, token)
     inv = await h.load(token)
@@ -103,7 +118,7 @@ async def decline(token: str, request: Request, h: HandlerDep) -> Response:
     return h.pages.declined(request, inv, progress)
 
 
-@router.get("/i/{token}/status")
+@router.get("/i/{token}/status", responses=PAGE)
 async def status(token: str, request: Request, h: HandlerDep) -> Response:
     inv = await h.load(token)
     if inv.progress.status in UNACCEPTED_ENDINGS:
@@ -111,16 +126,20 @@ async def status(token: str, request: Request, h: HandlerDep) -> Response:
     return h.pages.status(request, inv)
 
 
-@router.get("/i/{token}/reports.csv")
+@router.get("/i/{token}/reports.csv", responses=PAGE)
 async def reports(token: str, request: Request, h: HandlerDep) -> Response:
+    """Only while the invitation is open: once it ends (or data moves) the link is no
+    longer a way into the records of the account the invitee came from."""
     inv = await h.load(token)
-    if inv.progress.status in UNACCEPTED_ENDINGS:
-        raise Gone(inv.progress.status.value, inv.progress)
-    body = await run_in_threadpool(reports_csv, h.engine, inv.progress.email,
-                                   inv.progress.account_id)
+    p = inv.progress
+    if p.status not in OPEN_STATUSES:
+        raise Gone(p.status.value if p.status.is_final else "unavailable", p)
+    body = await run_in_threadpool(reports_csv, h.engine, p.email, p.account_id)
     if h.pages.wants_json(request):
         rows = body.splitlines()
-        return JSONResponse({"columns": rows[0].split(","), "rows": len(rows) - 1, "csv": body})
+        return JSONResponse(answer("reports", f"{len(rows) - 1} reports stay behind.",
+                                   p.status, columns=rows[0].split(","), rows=len(rows) - 1,
+                                   csv=body))
     return Response(body, media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": 'attachment; filename="reports.csv"'})
 
@@ -130,10 +149,10 @@ def create_app(
 ) -> FastAPI:
     """The app factory (`uvicorn --factory`). Tests inject their client and engine; otherwise
     the lifespan connects once with `config.connect_temporal`."""
-    if settings is None:  # served on its own (`uvicorn --factory`): our log format, tokens masked
+    if settings is None:  # served for real (`uvicorn --factory`): our log format, tokens masked
         settings = get_settings()
-        configure_logging(json_output=settings.log_json,
-                          secrets=[settings.link_secret.get_secret_value()])
+        require_production_secrets(settings, "the link handler")
+        configure_logging(json_output=settings.log_json, secrets=secrets_to_mask(settings))
     pages = Pages(settings)
 
     @asynccontextmanager
@@ -148,19 +167,16 @@ def create_app(
         if own_engine:
             eng.dispose()
 
+    # The OpenAPI document (the JSON contract) is served; the Swagger page is not: it needs
+    # inline script, which the pages' CSP forbids.
     app = FastAPI(title="Invitation links", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
-    @app.middleware("http")
-    async def private_pages(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if request.url.path.startswith("/i/"):  # personal pages: never cached, never framed
-            response.headers["Cache-Control"] = "no-store"
-            response.headers["Referrer-Policy"] = "no-referrer"
-            response.headers["X-Frame-Options"] = "DENY"
-            response.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
-        return response
-
+                  openapi_url="/openapi.json")
+    app.add_middleware(SecurityHeaders,
+                       https=settings.public_base_url.lower().startswith("https://"))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    codec = codec_app(settings)
+    if codec is not None:
+        app.mount("/codec", codec)
     app.include_router(router)
-    pages.install_error_pages(app)
+    pages.install_error_pages(app, BadLinkLimiter())
     return app

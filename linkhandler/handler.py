@@ -18,7 +18,7 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from config import Settings
+from config import Settings, link_verify_secrets
 from linkhandler.invitee import (
     BadForm,
     Gone,
@@ -44,13 +44,13 @@ class Handler:
 
     def __init__(self, settings: Settings, engine: Engine, client: Client, pages: Pages) -> None:
         self.settings, self.engine, self.client, self.pages = settings, engine, client, pages
-        self.secret = settings.link_secret.get_secret_value()
+        self.secrets = link_verify_secrets(settings)  # the current one first
 
     async def load(self, token: str) -> Invitee:
-        return await load_invitee(self.client, self.engine, self.secret, token)
+        return await load_invitee(self.client, self.engine, self.secrets, token)
 
     async def form(self, request: Request, token: str) -> dict[str, str]:
-        claims_of(self.secret, token)  # a tampered link is a 400 before anything else
+        claims_of(self.secrets, token)  # a tampered link is a 400 before anything else
         if "application/json" in request.headers.get("content-type", ""):
             try:
                 data: Any = await request.json()
@@ -60,7 +60,8 @@ class Handler:
         else:
             data = dict(await request.form())
         fields = {k: str(v) for k, v in data.items() if isinstance(v, str | int)}
-        if not form_is_valid(self.secret, token, fields.get("nonce", ""), fields.get("csrf", "")):
+        if not form_is_valid(self.secrets, token, fields.get("nonce", ""),
+                             fields.get("csrf", "")):
             raise BadForm()
         return fields
 

@@ -12,8 +12,9 @@ import hashlib
 import hmac
 import io
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -47,6 +48,9 @@ from models.platform import (
 from models.tables import Invitation, Report
 
 RPC_TIMEOUT = timedelta(seconds=10)
+# Still open: nothing has moved, the link leads to the preview or the refund choice.
+OPEN_STATUSES = frozenset({InvitationStatus.PENDING, InvitationStatus.BLOCKED,
+                           InvitationStatus.AWAITING_REFUND_CHOICE})
 
 
 class BadLink(Exception):
@@ -54,7 +58,8 @@ class BadLink(Exception):
 
 
 class Gone(Exception):
-    """410: the invitation is over (`reason` is its final status) or unknown ("unavailable")."""
+    """410: the invitation is over (`reason` is its final status), unknown ("unavailable"),
+    past its expiry ("expired"), or this link was replaced by a newer one ("superseded")."""
 
     def __init__(self, reason: str, progress: Progress | None = None) -> None:
         super().__init__(reason)
@@ -82,15 +87,16 @@ class Invitee:
         return self.progress.status
 
 
-def claims_of(secret: str, token: str) -> LinkClaims:
+def claims_of(secrets: Sequence[str], token: str) -> LinkClaims:
     try:
-        return verify(secret, token)
+        return verify(secrets, token)
     except InvalidLink as exc:
         raise BadLink(str(exc)) from exc
 
 
-async def load_invitee(client: Client, engine: Engine, secret: str, token: str) -> Invitee:
-    claims = claims_of(secret, token)
+async def load_invitee(client: Client, engine: Engine, secrets: Sequence[str],
+                       token: str) -> Invitee:
+    claims = claims_of(secrets, token)
     handle = client.get_workflow_handle(claims.invitation_id, result_type=InvitationResult)
     try:
         desc = await handle.describe(rpc_timeout=RPC_TIMEOUT)
@@ -109,7 +115,24 @@ async def load_invitee(client: Client, engine: Engine, secret: str, token: str) 
         raise TemporarilyUnavailable("progress query failed") from exc
     if progress.email != claims.email or progress.invitation_id != claims.invitation_id:
         raise BadLink("link does not match the invitation")
+    check_live(claims, progress, datetime.now(UTC))
     return Invitee(token=token, claims=claims, progress=progress, handle=handle)
+
+
+def check_live(claims: LinkClaims, p: Progress, now: datetime) -> None:
+    """Only the link of the latest invitation email works, and an open invitation's link
+    stops at its expiry even before the workflow's own timer has ended it.
+
+    Tokens carry whole seconds, hence the comparison to the second. A re-invitation (a
+    new run, same id) issues at its own start, so links of the earlier run are older.
+    Invitations started before `link_issued_at` existed (None) accept any of our links."""
+    issued = p.link_issued_at
+    if issued is not None and int(claims.issued_at.timestamp()) != int(issued.timestamp()):
+        if claims.issued_at < issued:
+            raise Gone("superseded", p)
+        raise BadLink("link issued after the invitation's latest link")
+    if p.status in OPEN_STATUSES and now >= p.expires_at:
+        raise Gone("expired", p)
 
 
 def final_status_from_record(engine: Engine, invitation_id: str) -> str:
@@ -173,14 +196,16 @@ def _csrf(secret: str, token: str, nonce: str) -> str:
 
 
 def new_form(secret: str, token: str) -> dict[str, str]:
+    """A form signed with the current secret."""
     nonce = secrets.token_urlsafe(12)
     return {"nonce": nonce, "csrf": _csrf(secret, token, nonce)}
 
 
-def form_is_valid(secret: str, token: str, nonce: str, csrf: str) -> bool:
+def form_is_valid(keys: Sequence[str], token: str, nonce: str, csrf: str) -> bool:
+    """A form shown before a secret rotation still posts: every verify key is tried."""
     if not nonce or not csrf or len(nonce) > 64:
         return False
-    return hmac.compare_digest(csrf, _csrf(secret, token, nonce))
+    return any([hmac.compare_digest(csrf, _csrf(k, token, nonce)) for k in keys if k])
 
 
 def update_id(action: str, token: str, nonce: str) -> str:

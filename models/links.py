@@ -3,7 +3,10 @@
 A token is `base64url(payload).base64url(mac)` where payload is the JSON
 `{"i": invitation_id, "e": email, "t": issued_at_unix}`. Verification is constant-time;
 it proves the link was issued by us for that invitation and email, nothing more. Whether
-the invitation is still open is the workflow's to say (410 pages).
+it is still the live link (its issue time is the invitation's `link_issued_at`) and the
+invitation still open is the link handler's to check against the workflow (410 pages).
+
+Secrets rotate: the first secret signs, every listed secret verifies (README "Secrets").
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -51,14 +55,18 @@ def sign(secret: str, invitation_id: str, email: str, issued_at: datetime) -> st
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
 
 
-def verify(secret: str, token: str) -> LinkClaims:
+def verify(secrets: str | Sequence[str], token: str) -> LinkClaims:
+    """The claims of a token signed with any of `secrets` (the current one, then previous)."""
+    keys = [secrets] if isinstance(secrets, str) else list(secrets)
     try:
         body, mac = token.split(".")
         payload = _unb64(body)
         given = _unb64(mac)
     except (ValueError, TypeError) as exc:
         raise InvalidLink("malformed link") from exc
-    if not hmac.compare_digest(given, _mac(secret, payload)):
+    # Every key is tried (no early exit): the time taken does not tell which one matched.
+    matches = [hmac.compare_digest(given, _mac(key, payload)) for key in keys if key]
+    if not any(matches):
         raise InvalidLink("signature does not match")
     try:
         data = json.loads(payload)

@@ -117,6 +117,10 @@ class RefundQuote(BaseModel):
     payment_method: str
 
 
+# AcceptOutcome.error_code of "already_joining": the person is joining another account.
+ALREADY_JOINING_ANOTHER_ACCOUNT = "already_joining_another_account"
+
+
 class AcceptOutcome(BaseModel):
     """The answer to an acceptance. Only "accepted" means the join goes ahead."""
 
@@ -206,6 +210,10 @@ class Progress(BaseModel):
     reminders_sent: int = 0
     failure_reason: str | None = None
     step: str = ""  # human-readable current step
+    # Issue time of the link in the latest invitation mail: the only link that works (the
+    # link handler compares it, to the second, with the time signed into the token).
+    link_issued_at: datetime | None = None
+    mail_problem: str | None = None  # why the latest invitation email is not delivered yet
 
 
 class InvitationResult(BaseModel):
@@ -222,12 +230,19 @@ class EmailKind(StrEnum):
     REFUND_RECEIPT = "refund_receipt"
     COMPLETION = "completion"
     EXPIRED = "expired"
+    FAILED = "failed"  # the join did not go through; says what was undone
+    REVOKED = "revoked"  # the invitation was withdrawn
+    DECLINED = "declined"  # confirms the invitee's own decline
     # to the inviting admin
     ADMIN_ACCEPTED = "admin_accepted"
     ADMIN_BLOCKED = "admin_blocked"
     ADMIN_COMPLETED = "admin_completed"
     ADMIN_EXPIRING_SOON = "admin_expiring_soon"
     ADMIN_EXPIRED = "admin_expired"
+    ADMIN_FAILED = "admin_failed"
+    ADMIN_REVOKED = "admin_revoked"
+    ADMIN_DECLINED = "admin_declined"
+    ADMIN_MAIL_UNDELIVERED = "admin_mail_undelivered"  # the invitation mail could not go out
 
 
 class EmailRequest(BaseModel):

@@ -231,13 +231,15 @@ async def test_pending_link_status_resend_and_revoke(
     table = await starter("pending", "--account", str(world.org))
     assert basic in table.out and "Licensed" in table.out and "pending" in table.out
 
-    link = await starter("link", wid, "--json")
-    assert link.code == 0
-    claims = verify(settings.link_secret.get_secret_value(), link.json["url"].rsplit("/", 1)[1])
-    assert (claims.invitation_id, claims.email) == (wid, basic)
-    assert (await starter("link", wid)).out.strip().startswith(f"{settings.public_base_url}/i/")
-
     async with new_worker(dev_env.client, settings, engine):
+        # The current link is read from the workflow (`progress`), hence inside the worker.
+        link = await starter("link", wid, "--json")
+        assert link.code == 0, link.err
+        claims = verify(settings.link_secret.get_secret_value(),
+                        link.json["url"].rsplit("/", 1)[1])
+        assert (claims.invitation_id, claims.email) == (wid, basic)
+        assert (await starter("link", wid)).out.strip().startswith(
+            f"{settings.public_base_url}/i/")
         status = await starter("status", wid, "--json")
         assert status.code == 0, status.err
         assert status.json["status"] == "pending" and status.json["account_name"] == "Acme"

@@ -115,7 +115,7 @@ class InvitationWorkflow(Bookkeeping):
             last_name=input.last_name, user_type=input.user_type, group=input.group,
             message=input.message, invited_at=now,
             expires_at=now + timedelta(days=input.expires_in_days),
-            step="Registering the invitation",
+            step="Registering the invitation", link_issued_at=now,
         )
         self._facts: AcceptanceFacts | None = None
         self._destination: RefundDestination | None = None
@@ -432,6 +432,7 @@ class InvitationWorkflow(Bookkeeping):
         self._validate_resend(req)
         days = req.expires_in_days or self._input.expires_in_days
         self._issued_at = workflow.now()
+        self._progress.link_issued_at = self._issued_at
         self._progress.expires_at = self._issued_at + timedelta(days=days)
         self._schedule_version += 1
         self._fired.clear()
