@@ -53,7 +53,6 @@ class Settings(BaseSettings):
     ui_port: int = 8233
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-<<<<<<< HEAD
     # Files and database (issue #10). Every path left unset goes under data_dir.
     logs_dir: Path = paths_under(DEFAULT_DATA_DIR)["logs_dir"]
     # SQLite's wait for the write lock. At most the transfer heartbeat timeout (15 s,
@@ -73,7 +72,7 @@ class Settings(BaseSettings):
             if data.get(name) in (None, ""):
                 data[name] = default
         return data
-=======
+
     # Trust (README "Secrets"): link_secret signs; these still verify, comma-separated.
     link_secrets_previous: SecretStr = SecretStr("")
     dev_mode: bool = False  # INVITES_DEV_MODE=1: the dev secret is allowed (`make run`)
@@ -126,7 +125,6 @@ def secrets_to_mask(settings: Settings) -> list[str]:
     keys = settings.payload_keys.get_secret_value()
     return [*link_verify_secrets(settings), settings.codec_auth_token.get_secret_value(),
             keys, *(k.partition(":")[2].strip() for k in keys.split(","))]
->>>>>>> h-trust
 
 
 @lru_cache

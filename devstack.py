@@ -11,16 +11,12 @@ each in its own process group:
   5. the link handler (FastAPI) on settings.http_host:http_port.
 Prints the URLs and demo links, then waits. If any process dies, or on SIGINT/SIGTERM,
 every process it started is stopped (SIGTERM, then SIGKILL after a grace period).
-<<<<<<< HEAD
 The pids are written to <data_dir>/devstack.pids while it runs; logs go to logs_dir.
-=======
-The pids are written to <data_dir>/devstack.pids while it runs.
 
 Every process runs in dev mode (INVITES_DEV_MODE=1: the dev link secret is allowed) with
 payloads encrypted by a key generated once into <data_dir>/dev-secrets.env (kept with the
 history it encrypts; `make clean` wipes both); the Web UI decodes them through the link
 handler's codec endpoint. Another shell uses the same with `set -a; . .data/dev-secrets.env`.
->>>>>>> h-trust
 """
 
 from __future__ import annotations
@@ -132,7 +128,6 @@ def temporal_binary() -> str:
     return found
 
 
-<<<<<<< HEAD
 def migrate_database(settings: Settings) -> None:
     from sqlalchemy.engine import make_url
 
@@ -143,7 +138,8 @@ def migrate_database(settings: Settings) -> None:
     except Exception as exc:  # unreachable server, bad URL, failed revision: say which
         shown = make_url(settings.database_url).render_as_string(hide_password=True)
         raise RuntimeError(f"migrating the database {shown} failed: {exc}") from exc
-=======
+
+
 def dev_secrets(data_dir: Path) -> dict[str, str]:
     """The dev stack's payload key and codec token, made once and kept in data_dir (the
     history in temporal.db stays readable across runs). What the environment already sets
@@ -168,20 +164,16 @@ def dev_environment() -> None:
     host = s.temporal_address.rsplit(":", 1)[0]
     os.environ.setdefault("INVITES_CODEC_CORS_ORIGINS",
                           f"http://{host}:{s.ui_port},http://localhost:{s.ui_port}")
->>>>>>> h-trust
 
 
 def start(stack: Stack) -> dict[str, str]:
     s = stack.settings
     host, port = s.temporal_address.rsplit(":", 1)
     s.data_dir.mkdir(parents=True, exist_ok=True)
-<<<<<<< HEAD
     migrate_database(s)
-=======
     app = f"http://{s.http_host}:{s.http_port}"
     # The UI cannot send a header of ours: the codec token travels in the path instead.
     codec = f"{app}/codec/{s.codec_auth_token.get_secret_value()}"
->>>>>>> h-trust
     stack.spawn("temporal", [
         temporal_binary(), "server", "start-dev", "--ip", host, "--port", port,
         "--ui-ip", host, "--ui-port", str(s.ui_port), "--ui-codec-endpoint", codec,

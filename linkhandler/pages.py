@@ -42,11 +42,8 @@ GONE_TITLES = {
     "declined": "You declined this invitation",
     "completed": "This invitation has already been used",
     "failed_compensated": "Joining did not complete",
-<<<<<<< HEAD
     "joined_elsewhere": "You joined another account",
-=======
     "superseded": "A newer invitation email was sent",
->>>>>>> h-trust
     "unavailable": "This invitation is no longer available",
 }
 # reason of a Gone -> outcome of the JSON contract (the final statuses read as "ended").
@@ -140,16 +137,11 @@ class Pages:
             return self.refund(request, inv, outcome.quote)
         if outcome.outcome == "accepted":
             return self.see_status(request, inv, outcome)
-<<<<<<< HEAD
-        if outcome.outcome == "joined_elsewhere":  # the invitation has ended
-            raise Gone("joined_elsewhere", inv.progress)
-        data = {**self.common(inv), "status": "blocked", "outcome": dump(outcome),
-                "form": new_form(self.secret, inv.token)}
-        return self.answer(request, "blocked.html", data, 409, p=inv.progress, o=outcome)
-=======
         p = inv.progress
-        if outcome.outcome == "already_joining":  # the invitation stays open, as it was
-            data = answer("already_joining", outcome.message, p.status,
+        if outcome.outcome == "joined_elsewhere":  # the invitation has ended
+            raise Gone("joined_elsewhere", p)
+        if outcome.outcome in ("already_joining", "no_free_seat"):  # stays open, as it was
+            data = answer(outcome.outcome, outcome.message, p.status,
                           error_code=outcome.error_code, **self.common(inv),
                           joining_account_name=outcome.joining_account_name,
                           accept_outcome=dump(outcome), form=new_form(self.secret, inv.token))
@@ -159,7 +151,6 @@ class Pages:
                       **self.common(inv), accept_outcome=dump(outcome),
                       form=new_form(self.secret, inv.token))
         return self.answer(request, "blocked.html", data, 409, p=p, o=outcome)
->>>>>>> h-trust
 
     def see_status(self, request: Request, inv: Invitee,
                    outcome: AcceptOutcome | None = None) -> Response:

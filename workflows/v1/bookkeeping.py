@@ -1,4 +1,6 @@
-"""Frozen with workflows/v1/invitation.py (see there). What the invitation tells the world as it goes, kept apart from the process itself:
+"""Frozen with workflows/v1/invitation.py (see there).
+
+What the invitation tells the world as it goes, kept apart from the process itself:
 the DB Invitation row (record_status, in transition order), the operator's view (current
 details, search attributes, metrics) and mail (best effort, never fatal).
 

@@ -1,4 +1,6 @@
-"""Frozen with workflows/v1/invitation.py (see there). Words the invitation shows people: the operator's summary in the Web UI (current
+"""Frozen with workflows/v1/invitation.py (see there).
+
+Words the invitation shows people: the operator's summary in the Web UI (current
 details, Temporal markdown) and the messages answering `accept`."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Frozen with workflows/v1/invitation.py (see there). Timeouts and retry policies of every activity the invitation runs, in one place.
+"""Frozen with workflows/v1/invitation.py (see there).
+
+Timeouts and retry policies of every activity the invitation runs, in one place.
 
 Transient faults (a dropped connection, a locked database, a worker restart) are retried
 with exponential backoff. Business failures arrive as non-retryable ApplicationErrors

@@ -1,4 +1,6 @@
-"""Frozen with workflows/v1/invitation.py (see there). Compensation plumbing: undo steps registered before their step runs, run in reverse,
+"""Frozen with workflows/v1/invitation.py (see there).
+
+Compensation plumbing: undo steps registered before their step runs, run in reverse,
 shielded from cancellation (samples-python `waiting_for_handlers_and_compensation`)."""
 
 from __future__ import annotations
