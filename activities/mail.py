@@ -30,7 +30,14 @@ from config import Settings
 from linkhandler.present import make_environment
 from models.db import write_session
 from models.links import signed_acceptance_url
-from models.payloads import Category, EmailKind, EmailRequest, EmailResult, Progress
+from models.payloads import (
+    Category,
+    EmailBatch,
+    EmailKind,
+    EmailRequest,
+    EmailResult,
+    Progress,
+)
 from models.tables import SentEmail
 
 log = logging.getLogger(__name__)
@@ -130,6 +137,11 @@ class MailActivities:
             except IntegrityError:  # a concurrent attempt recorded it first: same message
                 session.rollback()
 
+    @activity.defn(name="send_emails")
+    async def send_emails(self, batch: EmailBatch) -> list[EmailResult]:
+        """Each message in order; a retry skips the ones already sent (their keys)."""
+        return [await self.send_email(req) for req in batch.messages]
+
     @activity.defn(name="send_email")
     async def send_email(self, req: EmailRequest) -> EmailResult:
         done = await asyncio.to_thread(self._already_sent, req.message_key)
@@ -139,7 +151,7 @@ class MailActivities:
         msg = build_message(self.settings, req, rendered)
         try:
             await aiosmtplib.send(msg, hostname=self.settings.smtp_host,
-                                  port=self.settings.smtp_port, timeout=30)
+                                  port=self.settings.smtp_port, timeout=10)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # The address itself is refused: retrying will not change that.
             raise ApplicationError(f"recipient refused: {req.to}", type=ERR_MAIL_REJECTED,

@@ -117,6 +117,7 @@ def start_options(
         SearchAttributePair(sa.INVITEE_EMAIL, inp.email),
         SearchAttributePair(sa.USER_TYPE, inp.user_type.value),
         SearchAttributePair(sa.REFUND_MINOR, 0),  # so that `InvitationRefundMinor = 0` finds it
+        SearchAttributePair(sa.ALERT, sa.NO_ALERT),
     ])
     return {
         "id": workflow_id, "task_queue": settings.task_queue,

@@ -29,6 +29,8 @@ class InvitationStatus(StrEnum):
     REVOKED = "revoked"
     FAILED = "failed_compensated"
     JOINED_ELSEWHERE = "joined_elsewhere"  # the person joined another account meanwhile
+    CANCELLED = "cancelled"  # cancelled by an operator before anything moved
+    NEEDS_ATTENTION = "needs_attention"  # an undo step failed for good: an operator must act
 
     @property
     def awaiting_acceptance(self) -> bool:
@@ -43,7 +45,7 @@ class InvitationStatus(StrEnum):
         """Past this point an invitation can no longer be revoked."""
         return self in (
             InvitationStatus.ACCEPTED, InvitationStatus.TRANSFERRING, InvitationStatus.COMPLETED,
-            InvitationStatus.FAILED,
+            InvitationStatus.FAILED, InvitationStatus.NEEDS_ATTENTION,
         )
 
 
@@ -51,6 +53,7 @@ FINAL_STATUSES = frozenset(
     {
         InvitationStatus.COMPLETED, InvitationStatus.DECLINED, InvitationStatus.EXPIRED,
         InvitationStatus.REVOKED, InvitationStatus.FAILED, InvitationStatus.JOINED_ELSEWHERE,
+        InvitationStatus.CANCELLED,
     }
 )
 # The same, as the strings stored in Invitation.status (for SQL filters and row checks).
@@ -90,6 +93,11 @@ class InvitationInput(BaseModel):
     remind_before_expiry: list[timedelta] = Field(
         default_factory=lambda: list(DEFAULT_REMINDERS_BEFORE_EXPIRY)
     )
+
+    # Continue-as-new: the waiting state a run hands to the next one (None on the first
+    # run), and the history length past which a waiting run continues as new.
+    carried: Carried | None = None
+    history_limit: int = Field(default=9000, ge=50)
 
     @field_validator("email", "invited_by")
     @classmethod
@@ -214,6 +222,10 @@ class Progress(BaseModel):
     # link handler compares it, to the second, with the time signed into the token).
     link_issued_at: datetime | None = None
     mail_problem: str | None = None  # why the latest invitation email is not delivered yet
+    # What an operator should look at now: "finalising_stuck", "needs_attention",
+    # "mail_undelivered" (also the InvitationAlert search attribute), and what is left undone.
+    alert: str | None = None
+    undo_left: list[str] = []
 
 
 class InvitationResult(BaseModel):
@@ -243,6 +255,7 @@ class EmailKind(StrEnum):
     ADMIN_REVOKED = "admin_revoked"
     ADMIN_DECLINED = "admin_declined"
     ADMIN_MAIL_UNDELIVERED = "admin_mail_undelivered"  # the invitation mail could not go out
+    ADMIN_NEEDS_ATTENTION = "admin_needs_attention"  # an undo step failed for good
 
 
 class EmailRequest(BaseModel):
@@ -256,6 +269,13 @@ class EmailRequest(BaseModel):
     progress: Progress  # everything the templates need about the invitation
     issued_at: datetime | None = None  # issue time of the signed link, if the mail has one
     admin_email: str | None = None
+
+
+class EmailBatch(BaseModel):
+    """The messages of one moment (e.g. completion, refund receipt, admin notice), sent by
+    one activity in order; each is idempotent by its own key."""
+
+    messages: list[EmailRequest]
 
 
 class EmailResult(BaseModel):
@@ -284,3 +304,15 @@ class Preview(BaseModel):
     reports_left_behind: int
     quote: RefundQuote | None
     blocking: list[BlockingItem]
+
+
+class Carried(BaseModel):
+    """What a waiting invitation carries into its next run (continue-as-new)."""
+
+    progress: Progress
+    issued_at: datetime
+    fired: list[str] = []
+    mails: dict[EmailKind, int] = {}
+
+
+InvitationInput.model_rebuild()

@@ -8,8 +8,11 @@ ACCOUNT_ID = SearchAttributeKey.for_keyword("InvitationAccountId")
 INVITEE_EMAIL = SearchAttributeKey.for_keyword("InviteeEmail")
 USER_TYPE = SearchAttributeKey.for_keyword("InvitationUserType")
 REFUND_MINOR = SearchAttributeKey.for_int("InvitationRefundMinor")
+# What needs an operator: "none", "finalising_stuck", "needs_attention", "mail_undelivered".
+ALERT = SearchAttributeKey.for_keyword("InvitationAlert")
+NO_ALERT = "none"
 
-ALL = (STATUS, ACCOUNT_ID, INVITEE_EMAIL, USER_TYPE, REFUND_MINOR)
+ALL = (STATUS, ACCOUNT_ID, INVITEE_EMAIL, USER_TYPE, REFUND_MINOR, ALERT)
 
 
 def cli_flags() -> list[str]:

@@ -94,6 +94,7 @@ async def start(client: Client, settings: Settings, inp: InvitationInput, *,
             SearchAttributePair(sa.INVITEE_EMAIL, inp.email),
             SearchAttributePair(sa.USER_TYPE, inp.user_type.value),
             SearchAttributePair(sa.REFUND_MINOR, 0),
+            SearchAttributePair(sa.ALERT, sa.NO_ALERT),
         ])
     return await client.start_workflow(
         InvitationWorkflow.run, inp, id=invitation_id(inp.account_id, inp.email),

@@ -1,8 +1,14 @@
 """Timeouts and retry policies of every activity the invitation runs, in one place.
 
 Transient faults (a dropped connection, a locked database, a worker restart) are retried
-with exponential backoff. Business failures arrive as non-retryable ApplicationErrors
-(models.activity_io.ERR_*) and are never retried: the saga compensates instead.
+with capped exponential backoff. Business failures arrive as non-retryable
+ApplicationErrors (models.activity_io.ERR_*) and are never retried: the saga compensates.
+
+Recovery after a worker dies: bookkeeping, the acceptance check, the link and the refund
+are local activities, run inside the workflow task, which another worker picks up once
+the task's 10 s timeout passes; transfers, release and undo steps heartbeat every few
+seconds against a 10 s heartbeat timeout; mail attempts are bounded to 15 s. So any step
+resumes on another worker within ~20 s.
 """
 
 from __future__ import annotations
@@ -13,45 +19,69 @@ from typing import Any
 from temporalio.common import RetryPolicy
 from temporalio.workflow import ActivityCancellationType
 
-with_backoff = RetryPolicy(
-    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30), maximum_attempts=10,
-)
 
-# Bookkeeping (the DB Invitation row, audit events) and the acceptance check.
-PLATFORM: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=60), "retry_policy": with_backoff,
+def _backoff(*, attempts: int = 0, cap: timedelta = timedelta(seconds=30)) -> RetryPolicy:
+    """`attempts=0`: retry until it works (for steps that must not give up)."""
+    return RetryPolicy(initial_interval=timedelta(milliseconds=500), backoff_coefficient=2.0,
+                       maximum_interval=cap, maximum_attempts=attempts)
+
+
+# Bookkeeping: the Invitation row (status, audit, the join claim's release). Never given up.
+RECORD: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=10), "retry_policy": _backoff(),
 }
 
-# The money and membership steps of the saga.
+# The acceptance check answers a waiting person: a few tries, then "try again".
+CHECK: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=10), "retry_policy": _backoff(attempts=5),
+}
+
+# Link and refund: short transactions, retried through transient faults.
 SAGA_STEP: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(minutes=2), "retry_policy": with_backoff,
+    "start_to_close_timeout": timedelta(seconds=10), "retry_policy": _backoff(attempts=10),
 }
 
-# One category of data. Heartbeats carry the checkpoint, so a retry (or another worker,
-# after this one stopped) resumes after the last committed batch. Cancelling waits until
-# the activity has stopped writing, so that its undo never races it.
+# One category of data. Cancelling waits until the activity stopped writing, so that its
+# undo never races it (the transfer is also fenced in the database: activities/transfers).
 TRANSFER: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(minutes=30),
-    "heartbeat_timeout": timedelta(seconds=15),
-    "retry_policy": with_backoff,
+    "start_to_close_timeout": timedelta(hours=2),
+    "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": _backoff(attempts=10),
     "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 }
 
-# Undo steps try hard (a compensation that gives up leaves data half-moved) but not forever.
-UNDO: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(minutes=5),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-        maximum_interval=timedelta(minutes=1), maximum_attempts=30,
-    ),
+# Finalise, the point of no return: a first round of attempts, then (after the alert is
+# raised) retried forever with a longer cap.
+FINALISE_FIRST: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30), "retry_policy": _backoff(attempts=5),
+}
+FINALISE_AGAIN: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": _backoff(cap=timedelta(minutes=5)),
 }
 
-# Mail is best effort: a few attempts, then the invitation carries on without it.
-MAIL: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(
-        initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-        maximum_interval=timedelta(seconds=10), maximum_attempts=5,
-    ),
+# After completion: make the copies live row by row and remove the source (heartbeats).
+RELEASE: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(hours=2), "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": _backoff(cap=timedelta(minutes=5)),
+}
+
+# Undo steps retry transient faults without limit; a non-retryable failure needs an
+# operator (needs_attention, then the retry_compensation update).
+UNDO: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(minutes=2), "heartbeat_timeout": timedelta(seconds=10),
+    "retry_policy": _backoff(cap=timedelta(minutes=1)),
+}
+
+# Mail: a quick first try (a few seconds), then, with the problem shown, retries with a
+# capped backoff for a day. The message key (hence the Message-ID) never changes.
+MAIL_FIRST: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=15),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+}
+MAIL_DURABLE: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=15),
+    "schedule_to_close_timeout": timedelta(hours=26),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=10), backoff_coefficient=2.0,
+                                maximum_interval=timedelta(minutes=10)),
 }

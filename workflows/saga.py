@@ -1,5 +1,10 @@
 """Compensation plumbing: undo steps registered before their step runs, run in reverse,
-shielded from cancellation (samples-python `waiting_for_handlers_and_compensation`)."""
+shielded from cancellation (samples-python `waiting_for_handlers_and_compensation`).
+
+An undo step that fails for good stays registered: `run()` reports it, and a later
+`run()` (after an operator fixed the cause: the `retry_compensation` update) retries
+exactly what is left, in the same order.
+"""
 
 from __future__ import annotations
 
@@ -33,21 +38,22 @@ class Compensations:
         why every undo must be idempotent and harmless when its step never happened."""
         self._undo.append((name, undo))
 
-    def __bool__(self) -> bool:
-        return bool(self._undo)
-
     async def run(self) -> list[str]:
-        """Undo everything registered, newest first; returns the undo steps that failed
-        (each is still attempted: one failed undo must not stop the others)."""
+        """Undo everything registered, newest first; returns "step: why" for each undo
+        that failed for good (each is still attempted: one failed undo must not stop the
+        others). Those stay registered for the next run."""
         return await shielded(self._run)
 
     async def _run(self) -> list[str]:
         failed: list[str] = []
+        left: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         while self._undo:
             name, undo = self._undo.pop()
             try:
                 await undo()
-            except Exception as err:  # an undo failed for good: record it, carry on
+            except Exception as err:  # an undo failed for good: keep it, carry on
                 workflow.logger.error("compensation %s failed: %s", name, err)
                 failed.append(f"{name}: {err}")
+                left.append((name, undo))
+        self._undo = list(reversed(left))
         return failed
