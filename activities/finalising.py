@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fencing import LIVE, RELEASED, RUNNING, STATE, UNDONE, BatchSizer, in_thread
-from activities.recording_files import sha256_of
+from activities.recording_files import remove_staging_files, sha256_of
 from config import Settings
 from models.activity_io import (
     ERR_CHECKSUM_MISMATCH,
@@ -212,6 +213,9 @@ class FinaliseActivities:
                 "are kept: " + "; ".join(mismatched),
                 type=ERR_CHECKSUM_MISMATCH, non_retryable=True)
         await in_thread(self._mark_released, state_id)
+        # Live: no attempt holds the transfer any more, so no temporary file is in use.
+        await in_thread(functools.partial(remove_staging_files, root, req.invitation_id,
+                                          temp_only=True))
         return files, flipped, removed, batches
 
     def _staged_recordings(self, req: ReleaseSource) -> list[Any]:

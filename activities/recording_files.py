@@ -94,27 +94,19 @@ def copy_verified(source: Path, temp: Path, expected: str, what: str,
     return size
 
 
-def remove_staging_files(root: Path, invitation_id: str, *, only_temp_before: int | None = None,
-                         ) -> int:
-    """Files in this invitation's staging directories: all of them (after an undo), or
-    only temporary files of epochs before `only_temp_before` (left by stale attempts)."""
+def remove_staging_files(root: Path, invitation_id: str, *, temp_only: bool = False) -> int:
+    """Files in this invitation's staging directories: all of them (after an undo), or only
+    the temporary files that interrupted or superseded attempts left (once the transfer is
+    live, when no attempt can write any more)."""
     removed = 0
     for folder in root.glob(f"*/staged/{staging_dir_name(invitation_id)}"):
         for f in folder.iterdir():
-            if only_temp_before is not None:
-                epoch = _temp_epoch(f.name)
-                if epoch is None or epoch >= only_temp_before:
-                    continue
-            f.unlink(missing_ok=True)
-            removed += 1
-        if only_temp_before is None:
+            if not temp_only or f.name.endswith(TEMP_SUFFIX):
+                f.unlink(missing_ok=True)
+                removed += 1
+        if not temp_only:
             try:
                 folder.rmdir()
             except OSError:  # not empty: a stale attempt is still writing (its fence fails)
                 pass
     return removed
-
-
-def _temp_epoch(name: str) -> int | None:
-    m = re.search(r"\.e(\d+)-a\d+-[0-9a-f]+" + re.escape(TEMP_SUFFIX) + "$", name)
-    return int(m.group(1)) if m else None

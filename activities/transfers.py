@@ -225,9 +225,6 @@ class TransferActivities:
                     col(UserSetting.key) == change.key,
                 ).values(value=change.new))
             copied = state_row(conn, t.invitation_id, t.category.value).rows_copied
-        if t.category == Category.RECORDINGS:  # temporary files of superseded attempts
-            remove_staging_files(Path(self.settings.recordings_dir), t.invitation_id,
-                                 only_temp_before=cursor.epoch)
         return changed, reports, int(copied)
 
     # -- recordings ---------------------------------------------------------------------
