@@ -11,7 +11,9 @@ import asyncio
 import inspect
 import logging
 import signal
+import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Engine
@@ -43,6 +45,7 @@ def activity_methods(*objects: object) -> list[Callable[..., Any]]:
 
 
 def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., Any]]:
+    from activities.finalising import FinaliseActivities
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
     from activities.transfers import TransferActivities
@@ -50,8 +53,30 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
     return activity_methods(
         PlatformActivities(settings, engine),
         TransferActivities(settings, engine),
+        FinaliseActivities(settings, engine),
         MailActivities(settings, engine),
     )
+
+
+# The executor size installed per event loop (so building several workers on one loop, as
+# the tests do, replaces it only to grow it).
+_SIZED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.WeakKeyDictionary()
+
+
+def size_thread_pool(threads: int) -> None:
+    """Activities run their blocking database and file work on the running loop's default
+    executor (asyncio.to_thread, run_in_executor(None)). Python sizes it min(32, cpus + 4):
+    6 threads on 2 cores for 50 concurrent activities, so heartbeats queued behind a
+    saturated pool would starve. Give it one thread per activity slot, plus a few."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # built outside a loop: whoever runs the worker sizes its own loop
+    if _SIZED.get(loop, 0) >= threads:
+        return
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=threads,
+                                                 thread_name_prefix="activity"))
+    _SIZED[loop] = threads
 
 
 def build_worker(
@@ -60,12 +85,14 @@ def build_worker(
 ) -> Worker:
     from workflows.invitation import InvitationWorkflow
 
+    max_concurrent_activities = kwargs.pop("max_concurrent_activities", 50)
+    size_thread_pool(max_concurrent_activities + 4)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[InvitationWorkflow],
         activities=activities if activities is not None else build_activities(settings, engine),
-        max_concurrent_activities=kwargs.pop("max_concurrent_activities", 50),
+        max_concurrent_activities=max_concurrent_activities,
         **kwargs,
     )
 

@@ -1,6 +1,6 @@
 """Activities that change the platform's records around one invitation: the admin-facing
-Invitation row and its audit trail, membership of the organisation, the refund, and the
-final switch that makes the transferred data live.
+Invitation row and its audit trail, membership of the organisation, and the refund. (The
+final switch that makes the transferred data live is activities.finalising.)
 
 Each method is safe to run twice: writes are keyed by the invitation (audit events by
 (invitation, kind, time), the refund by its idempotency key, the link by its "linked"
@@ -11,11 +11,10 @@ Database work is synchronous SQLModel code run in a thread, off the worker's eve
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, func, update
+from sqlalchemy import Engine, Table, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -28,8 +27,6 @@ from models.activity_io import (
     ERR_SEATS_EXHAUSTED,
     AcceptanceCheck,
     AcceptanceFacts,
-    Finalise,
-    Finalised,
     LinkMember,
     Membership,
     PayRefund,
@@ -52,7 +49,6 @@ from models.ids import normalise_email, refund_idempotency_key, reversal_idempot
 from models.money import prorated_refund_minor
 from models.payloads import (
     FINAL_STATUS_VALUES,
-    Category,
     InvitationStatus,
     Payment,
     RefundDestination,
@@ -473,57 +469,3 @@ class PlatformActivities:
                 row = session.exec(select(RefundLedger).where(
                     RefundLedger.idempotency_key == key)).one()
             return _payment(row, "reversed")
-
-    # -- point of no return -------------------------------------------------------------
-
-    @activity.defn(name="finalise")
-    async def finalise(self, req: Finalise) -> Finalised:
-        return await asyncio.to_thread(self._finalise, req)
-
-    def _finalise(self, req: Finalise) -> Finalised:
-        tables = _tables()
-
-        def source_rows(table: Table) -> tuple[Any, ...]:
-            return (table.c.user_id == req.user_id,
-                    table.c.account_id == req.source_account_id,
-                    table.c.staged == False,  # noqa: E712
-                    table.c.invitation_id.is_(None))
-
-        with Session(self.engine) as session:
-            # Source files first: the staged copies are verified, and a retry after a crash
-            # between the two steps still finds the rows (and tolerates the missing files).
-            if req.source_account_id is not None:
-                recordings = tables[Category.RECORDINGS.value]
-                for path in session.exec(select(recordings.c.path).where(
-                        *source_rows(recordings))).all():
-                    (Path(self.settings.recordings_dir) / path).unlink(missing_ok=True)
-            made_live: dict[str, int] = {}
-            for category, table in tables.items():
-                session.exec(update(table).where(
-                    table.c.invitation_id == req.invitation_id,
-                    table.c.staged == True,  # noqa: E712
-                ).values(staged=False))
-                made_live[category] = session.exec(
-                    select(func.count()).select_from(table).where(
-                        table.c.invitation_id == req.invitation_id)).one()
-            closed = False
-            if req.source_account_id is not None:
-                for table in tables.values():
-                    session.exec(delete(table).where(*source_rows(table)))
-                source = session.get(Account, req.source_account_id)
-                members = session.exec(select(func.count()).select_from(User).where(
-                    User.account_id == req.source_account_id)).one()
-                if source is not None and members == 0:
-                    source.status = "closed"
-                    session.add(source)
-                closed = source is not None and source.status == "closed"
-            already = session.exec(select(AuditEvent.id).where(
-                AuditEvent.invitation_id == req.invitation_id, AuditEvent.kind == "finalised",
-            )).first()
-            if already is None:
-                session.add(AuditEvent(
-                    invitation_id=req.invitation_id, account_id=req.org_account_id,
-                    at=datetime.now(UTC), kind="finalised",
-                    detail={"made_live": made_live, "source_closed": closed}))
-            session.commit()
-            return Finalised(made_live=made_live, source_account_closed=closed)

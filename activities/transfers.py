@@ -1,69 +1,80 @@
 """One activity per data category: copy the invitee's rows into the organisation's scope
 as *staged* copies (see models.tables), and `undo_transfer` to remove them again.
 
-Rows move in bulk: one `INSERT ... SELECT ... ON CONFLICT (invitation_id, source_id) DO
-NOTHING` per batch, committed, then a heartbeat with the last source id copied. A retry
-resumes from that checkpoint, and the unique (invitation_id, source_id) pair makes any
-overlap harmless, so a category is copied exactly once however often it runs. Recording
-files are streamed and checksummed on the way; nothing unverified is ever staged.
+Rows move in keyset batches: each batch is one transaction that checks the attempt still
+holds the transfer, finds its upper id with an index walk (`id > :checkpoint ORDER BY id
+LIMIT 1 OFFSET n-1`), copies with one `INSERT ... SELECT ... ON CONFLICT (invitation_id,
+source_id) DO NOTHING`, and moves the checkpoint in the transfer's state row (see
+activities.fencing). A crash loses at most the batch in flight, and a new attempt resumes
+from the committed checkpoint. Recording files are copied to a per-attempt temporary
+file, verified, and renamed into place in the transaction that stages their row.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import os
-import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from sqlalchemy import Engine, Table, delete, func, literal, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, Table, delete, func, literal, select, update
+from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.fencing import (
+    LIVE,
+    RELEASED,
+    STATE,
+    UNDONE,
+    BatchSizer,
+    Cursor,
+    advance,
+    claim,
+    hold,
+    in_thread,
+    insert_for,
+    state_row,
+)
 from activities.platform import source_view
+from activities.recording_files import (
+    copy_verified,
+    remove_staging_files,
+    staged_rel_path,
+    staging_dir_name,
+    temp_path,
+)
 from config import Settings
 from models.activity_io import (
-    ERR_CHECKSUM_MISMATCH,
     ERR_SOURCE_CHANGED,
     ERR_TRANSFER_FAILED,
+    ERR_TRANSFER_LIVE,
     Transfer,
     Transferred,
     UndoneTransfer,
     UndoTransfer,
 )
+from models.db import as_utc
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES, reports_left_behind, settings_changes
-from models.tables import Account, Recording, User, UserSetting
+from models.tables import Account, Recording, User, UserSetting, utcnow
 
-CHUNK = 1024 * 1024  # recording files stream in 1 MiB chunks
-CHUNKS_PER_HEARTBEAT = 16  # heartbeat at least every 16 MiB of a long file
+__all__ = ["TransferActivities", "staging_dir_name"]
+
 STAGING_KEY = ["invitation_id", "source_id"]
 
 
-def staging_dir_name(invitation_id: str) -> str:
-    """A file-system-safe, collision-free directory name for an invitation id."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", invitation_id)[:80]
-    return f"{safe}-{hashlib.sha256(invitation_id.encode()).hexdigest()[:8]}"
+def table_of(category: Category) -> Table:
+    return CATEGORY_TABLES[category].__table__  # type: ignore[no-any-return]
 
 
-def _insert(engine: Engine, table: Table) -> Any:
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
-    if dialect is None:
-        raise RuntimeError(f"no ON CONFLICT insert for database {engine.dialect.name!r}")
-    return dialect.insert(table)
-
-
-def _checkpoint(details: Any) -> int | None:
-    """The last heartbeat's checkpoint: {"checkpoint": id, ...} (or a bare id)."""
-    if not details:
-        return None
-    last = details[-1] if isinstance(details, list | tuple) else details
-    if isinstance(last, dict):
-        last = last.get("checkpoint")
-    return int(last) if last is not None else None
+@dataclass(frozen=True)
+class Batch:
+    upto: int  # the new checkpoint (last source id of the batch)
+    inserted: int
+    size: int = 0  # bytes (recordings)
 
 
 class TransferActivities:
@@ -102,39 +113,52 @@ class TransferActivities:
             raise ApplicationError(f"transfer_{category.value} called for {t.category.value}",
                                    type=ERR_TRANSFER_FAILED, non_retryable=True)
         info = activity.info()
-        resumed_from = _checkpoint(info.heartbeat_details)
-        total = await asyncio.to_thread(self._check_source, t)
+        cursor = await in_thread(self._claim, t, info.current_attempt_scheduled_time)
+        resumed_from = cursor.checkpoint or None
+        if cursor.state in (LIVE, RELEASED):  # finalise committed: nothing left to copy
+            return Transferred(category=category, total=cursor.rows_copied,
+                               copied=cursor.rows_copied, resumed_from=resumed_from,
+                               attempt=info.attempt, epoch=cursor.epoch)
+        total = await in_thread(self._check_source, t)
         meter = activity.metric_meter().with_additional_attributes({"category": category.value})
         rows_metric = meter.create_counter(
             "invitation_transfer_rows", "Rows staged by invitation transfers", "rows")
         bytes_metric = meter.create_counter(
             "invitation_transfer_bytes", "Recording bytes staged by invitation transfers", "By")
-        checkpoint, batches, copied_bytes = resumed_from or 0, 0, 0
+        sizer = BatchSizer(t.batch_size)
+        batches = inserted = copied_bytes = 0
         while True:
+            started = time.monotonic()
+            progress = {"checkpoint": cursor.checkpoint, "epoch": cursor.epoch}
             if category == Category.RECORDINGS:
-                step = await self._copy_next_recording(t, checkpoint)
+                batch = await self._copy_next_recording(t, cursor)
             else:
-                step = await asyncio.to_thread(self._copy_batch, t, checkpoint)
-            if step is None:
+                batch = await in_thread(self._copy_batch, t, cursor, details=progress)
+            if batch is None:
                 break
-            checkpoint, inserted, size = step
+            if category != Category.RECORDINGS:
+                sizer.record(batch.inserted, time.monotonic() - started)
+            cursor = cursor.at(batch.upto, sizer.size)
             batches += 1
-            copied_bytes += size
-            rows_metric.add(inserted)
-            bytes_metric.add(size)
-            activity.heartbeat({"checkpoint": checkpoint, "batches": batches,
-                                "bytes": copied_bytes})
-        changed, reports, staged = await asyncio.to_thread(self._finish, t)
+            inserted += batch.inserted
+            copied_bytes += batch.size
+            rows_metric.add(batch.inserted)
+            bytes_metric.add(batch.size)
+            activity.heartbeat({"checkpoint": cursor.checkpoint, "epoch": cursor.epoch,
+                                "batches": batches, "rows": inserted})
+        changed, reports, copied = await in_thread(self._finish, t, cursor)
         return Transferred(
-            category=category, total=total, copied=staged, bytes=copied_bytes, batches=batches,
+            category=category, total=total, copied=copied, bytes=copied_bytes, batches=batches,
             resumed_from=resumed_from, attempt=info.attempt, settings_changed=changed,
-            reports_left_behind=reports,
+            reports_left_behind=reports, epoch=cursor.epoch, inserted=inserted,
         )
 
-    def _table(self, category: Category) -> Table:
-        return CATEGORY_TABLES[category].__table__  # type: ignore[attr-defined,no-any-return]
+    def _claim(self, t: Transfer, scheduled_at: datetime) -> Cursor:
+        with self.engine.begin() as conn:
+            return claim(conn, t.invitation_id, t.category.value, scheduled_at, t.batch_size)
 
     def _source_filter(self, table: Table, t: Transfer) -> list[Any]:
+        # The columns of the keyset index (user_id, account_id, staged, id), in its order.
         return [table.c.user_id == t.user_id, table.c.account_id == t.source_account_id,
                 table.c.staged == False]  # noqa: E712
 
@@ -147,21 +171,24 @@ class TransferActivities:
                 raise ApplicationError(
                     f"the source account {t.source_account_id} or user {t.user_id} no longer "
                     "exists", type=ERR_SOURCE_CHANGED, non_retryable=True)
-            table = self._table(t.category)
-            return int(session.exec(select(func.count()).select_from(table).where(
-                *self._source_filter(table, t))).one())
+            table = table_of(t.category)
+            return int(session.execute(select(func.count()).select_from(table).where(
+                *self._source_filter(table, t))).scalar_one())
 
-    def _copy_batch(self, t: Transfer, checkpoint: int) -> tuple[int, int, int] | None:
-        """Stage the next `batch_size` source rows after `checkpoint`, in one statement and
-        one transaction. Returns (new checkpoint, rows inserted, 0 bytes), None when done."""
-        table = self._table(t.category)
-        source = self._source_filter(table, t)
+    def _copy_batch(self, t: Transfer, cursor: Cursor) -> Batch | None:
+        """Stage the next `cursor.limit` source rows after `cursor.checkpoint`, in one
+        transaction with the checkpoint. None when nothing is left."""
+        table = table_of(t.category)
+        source = [*self._source_filter(table, t), table.c.id > cursor.checkpoint]
         with self.engine.begin() as conn:
-            ids = select(table.c.id).where(*source, table.c.id > checkpoint) \
-                .order_by(table.c.id).limit(t.batch_size).subquery()
-            upto = conn.execute(select(func.max(ids.c.id))).scalar_one()
-            if upto is None:
-                return None
+            hold(conn, cursor)
+            upto = conn.execute(select(table.c.id).where(*source).order_by(table.c.id)
+                                .offset(cursor.limit - 1).limit(1)).scalar()
+            if upto is None:  # the last, short batch
+                upto = conn.execute(select(table.c.id).where(*source)
+                                    .order_by(table.c.id.desc()).limit(1)).scalar()
+                if upto is None:
+                    return None
             overrides = {
                 "account_id": literal(t.org_account_id, table.c.account_id.type),
                 "invitation_id": literal(t.invitation_id, table.c.invitation_id.type),
@@ -170,161 +197,119 @@ class TransferActivities:
             }
             columns = [c.name for c in table.columns if c.name != "id"]
             rows = select(*[overrides.get(name, table.c[name]) for name in columns]).where(
-                *source, table.c.id > checkpoint, table.c.id <= upto).order_by(table.c.id)
-            stmt = _insert(self.engine, table).from_select(columns, rows) \
+                *source, table.c.id <= upto).order_by(table.c.id)
+            stmt = insert_for(self.engine, table).from_select(columns, rows) \
                 .on_conflict_do_nothing(index_elements=STAGING_KEY)
-            inserted = conn.execute(stmt).rowcount
-        return int(upto), max(int(inserted or 0), 0), 0
+            inserted = max(int(conn.execute(stmt).rowcount or 0), 0)
+            advance(conn, cursor, int(upto), inserted)
+        return Batch(int(upto), inserted)
 
-    def _finish(self, t: Transfer) -> tuple[list[Any], int, int]:
-        """Apply the organisation's locks to staged settings; count what is staged and
-        which reports stay behind (reported by transfer_profile)."""
+    def _finish(self, t: Transfer, cursor: Cursor) -> tuple[list[Any], int, int]:
+        """Apply the organisation's locks to staged settings (fenced like a batch); say
+        which reports stay behind (transfer_profile); return the rows copied this round."""
         view = source_view(t.user_id, t.source_account_id)
+        changed: list[Any] = []
+        reports = 0
         with Session(self.engine) as session:
-            changed: list[Any] = []
-            reports = 0
             if t.category == Category.SETTINGS:
                 # The same rule the preview showed, so preview and transfer agree.
                 changed = settings_changes(session, view, t.org_account_id, t.group)
-                for change in changed:
-                    session.exec(update(UserSetting).where(
-                        col(UserSetting.invitation_id) == t.invitation_id,
-                        col(UserSetting.staged) == True,  # noqa: E712
-                        col(UserSetting.key) == change.key,
-                    ).values(value=change.new))
-                session.commit()
             if t.category == Category.PROFILE:
                 reports = len(reports_left_behind(session, view))
-            table = self._table(t.category)
-            staged = session.exec(select(func.count()).select_from(table).where(
-                table.c.invitation_id == t.invitation_id)).one()
-            return changed, reports, int(staged)
+        with self.engine.begin() as conn:
+            hold(conn, cursor)
+            for change in changed:
+                conn.execute(update(UserSetting).where(
+                    col(UserSetting.invitation_id) == t.invitation_id,
+                    col(UserSetting.staged) == True,  # noqa: E712
+                    col(UserSetting.key) == change.key,
+                ).values(value=change.new))
+            copied = state_row(conn, t.invitation_id, t.category.value).rows_copied
+        return changed, reports, int(copied)
 
     # -- recordings ---------------------------------------------------------------------
 
-    async def _copy_next_recording(
-        self, t: Transfer, checkpoint: int,
-    ) -> tuple[int, int, int] | None:
-        """Stage the next recording after `checkpoint`: stream, verify, rename, insert.
-        Returns (its source id, rows inserted, bytes copied), None when done."""
-        src = await asyncio.to_thread(self._next_recording, t, checkpoint)
+    async def _copy_next_recording(self, t: Transfer, cursor: Cursor) -> Batch | None:
+        """Stage the next recording after the checkpoint: copy to this attempt's own file,
+        verify, then rename and insert its row in one fenced transaction."""
+        src = await in_thread(self._next_recording, t, cursor.checkpoint)
         if src is None:
             return None
         assert src.id is not None
-        if await asyncio.to_thread(self._is_staged, t, src.id):
-            return src.id, 0, 0
-        rel = Path(str(t.org_account_id)) / "staged" / staging_dir_name(t.invitation_id) / \
-            f"{src.id}-{Path(src.path).name}"
         root = Path(self.settings.recordings_dir)
-        dest, part = root / rel, root / rel.with_name(rel.name + ".part")
+        rel = staged_rel_path(t.org_account_id, t.invitation_id, src.id, src.path)
+        temp = temp_path(root / rel, cursor.epoch, activity.info().attempt)
+        stop = threading.Event()
+        what = f"recording {src.id} ({src.topic!r}, {src.path})"
+        progress = {"checkpoint": cursor.checkpoint, "epoch": cursor.epoch, "file": src.id}
+        size = await in_thread(copy_verified, root / src.path, temp, src.sha256, what, stop,
+                               details=progress, on_cancel=stop.set)
         try:
-            source_file = await asyncio.to_thread(open, root / src.path, "rb")
-        except FileNotFoundError:
-            raise ApplicationError(
-                f"recording {src.id} ({src.topic!r}) has no file at {src.path}",
-                type=ERR_SOURCE_CHANGED, non_retryable=True) from None
-        digest, size = hashlib.sha256(), 0
-        try:
-            await asyncio.to_thread(part.parent.mkdir, parents=True, exist_ok=True)
-            out = await asyncio.to_thread(open, part, "wb")
-            try:
-                while n := await asyncio.to_thread(_copy_chunks, source_file, out, digest):
-                    size += n
-                    activity.heartbeat({"checkpoint": checkpoint, "file": src.id, "bytes": size})
-                await asyncio.to_thread(_sync, out)
-            finally:
-                out.close()
+            inserted = await in_thread(self._stage_recording, t, cursor, src, temp, rel, size)
         finally:
-            source_file.close()
-        if digest.hexdigest() != src.sha256:
-            await asyncio.to_thread(part.unlink, missing_ok=True)
-            raise ApplicationError(
-                f"recording {src.id} ({src.topic!r}, {src.path}) does not match its checksum: "
-                f"expected sha256 {src.sha256}, read {digest.hexdigest()}",
-                type=ERR_CHECKSUM_MISMATCH, non_retryable=True)
-        # Atomic: a staged path only ever holds a verified file.
-        await asyncio.to_thread(os.replace, part, dest)
-        inserted = await asyncio.to_thread(self._insert_recording, t, src, str(rel), size)
-        return src.id, inserted, size
+            temp.unlink(missing_ok=True)  # renamed away on success; never left behind
+        return Batch(src.id, inserted, size)
 
     def _next_recording(self, t: Transfer, checkpoint: int) -> Recording | None:
         with Session(self.engine) as session:
-            row = session.exec(select(Recording).where(
-                Recording.user_id == t.user_id, Recording.account_id == t.source_account_id,
-                Recording.staged == False,  # noqa: E712
+            row = session.execute(select(Recording).where(
+                col(Recording.user_id) == t.user_id,
+                col(Recording.account_id) == t.source_account_id,
+                col(Recording.staged) == False,  # noqa: E712
                 col(Recording.id) > checkpoint,
-            ).order_by(col(Recording.id)).limit(1)).first()
+            ).order_by(col(Recording.id)).limit(1)).scalars().first()
             if row is not None:
                 session.expunge(row)
             return row
 
-    def _is_staged(self, t: Transfer, source_id: int) -> bool:
-        with Session(self.engine) as session:
-            return session.exec(select(Recording.id).where(
-                Recording.invitation_id == t.invitation_id, Recording.source_id == source_id,
-            )).first() is not None
-
-    def _insert_recording(self, t: Transfer, src: Recording, rel: str, size: int) -> int:
+    def _stage_recording(self, t: Transfer, cursor: Cursor, src: Recording, temp: Path,
+                         rel: Path, size: int) -> int:
         values = src.model_dump(exclude={"id"}) | {
             "account_id": t.org_account_id, "invitation_id": t.invitation_id,
-            "source_id": src.id, "staged": True, "path": rel, "size_bytes": size,
+            "source_id": src.id, "staged": True, "path": str(rel), "size_bytes": size,
         }
-        table = self._table(Category.RECORDINGS)
         with self.engine.begin() as conn:
-            stmt = _insert(self.engine, table).values(**values) \
+            hold(conn, cursor)
+            # Renamed while this attempt holds the transfer's lock: once an undo or a newer
+            # attempt took it, a stale attempt never renames into the staged path.
+            temp.replace(Path(self.settings.recordings_dir) / rel)
+            stmt = insert_for(self.engine, table_of(Category.RECORDINGS)).values(**values) \
                 .on_conflict_do_nothing(index_elements=STAGING_KEY)
-            return max(int(conn.execute(stmt).rowcount or 0), 0)
+            inserted = max(int(conn.execute(stmt).rowcount or 0), 0)
+            assert src.id is not None
+            advance(conn, cursor, src.id, inserted, size)
+            return inserted
 
     # -- compensation -------------------------------------------------------------------
 
     @activity.defn(name="undo_transfer")
     async def undo_transfer(self, req: UndoTransfer) -> UndoneTransfer:
-        return await asyncio.to_thread(self._undo, req)
+        return await in_thread(self._undo, req, activity.info().scheduled_time)
 
-    def _undo(self, req: UndoTransfer) -> UndoneTransfer:
-        """Delete this invitation's staged copies (never a source row, never a live one)."""
-        table = self._table(req.category)
-        root = Path(self.settings.recordings_dir)
+    def _undo(self, req: UndoTransfer, scheduled_at: datetime) -> UndoneTransfer:
+        """Delete this invitation's staged copies (never a source row, never a live one),
+        in the transaction that bumps the epoch: no batch of an older attempt commits
+        after it. An undo scheduled before a new round began leaves that round alone."""
+        table = table_of(req.category)
         with self.engine.begin() as conn:
-            if req.category == Category.RECORDINGS:
-                for (path,) in conn.execute(select(table.c.path).where(
-                        table.c.invitation_id == req.invitation_id, table.c.staged == True)):  # noqa: E712
-                    (root / path).unlink(missing_ok=True)
+            row = state_row(conn, req.invitation_id, req.category.value)
+            if row.state in (LIVE, RELEASED):
+                raise ApplicationError(
+                    f"the {req.category.value} transfer of {req.invitation_id} is live "
+                    "(finalise committed): past the point of no return, nothing is undone",
+                    type=ERR_TRANSFER_LIVE, non_retryable=True)
+            if row.state != UNDONE and row.undone_at is not None and \
+                    as_utc(scheduled_at) <= as_utc(row.undone_at):
+                return UndoneTransfer(category=req.category, removed=0)  # an earlier round
             removed = conn.execute(delete(table).where(
                 table.c.invitation_id == req.invitation_id, table.c.staged == True,  # noqa: E712
             )).rowcount
-            if req.category == Category.RECORDINGS:
-                live = {p for (p,) in conn.execute(select(table.c.path).where(
-                    table.c.invitation_id == req.invitation_id))}
-                _remove_orphans(root, staging_dir_name(req.invitation_id), live)
+            undone_at = max(as_utc(scheduled_at), as_utc(row.undone_at or scheduled_at))
+            conn.execute(update(STATE).where(STATE.c.id == row.id).values(
+                epoch=STATE.c.epoch + 1, state=UNDONE, undone_at=undone_at,
+                checkpoint=0, rows_copied=0, batches=0, bytes_copied=0, updated_at=utcnow()))
+        if req.category == Category.RECORDINGS:
+            # After the commit: from here no attempt can rename a file into place.
+            remove_staging_files(Path(self.settings.recordings_dir), req.invitation_id)
         return UndoneTransfer(category=req.category, removed=max(int(removed or 0), 0))
-
-
-def _copy_chunks(src: BinaryIO, out: BinaryIO, digest: Any) -> int:
-    """Copy up to CHUNKS_PER_HEARTBEAT chunks, hashing them; 0 at the end of the file."""
-    copied = 0
-    for _ in range(CHUNKS_PER_HEARTBEAT):
-        chunk = src.read(CHUNK)
-        if not chunk:
-            break
-        digest.update(chunk)
-        out.write(chunk)
-        copied += len(chunk)
-    return copied
-
-
-def _sync(out: BinaryIO) -> None:
-    out.flush()
-    os.fsync(out.fileno())
-
-
-def _remove_orphans(root: Path, dir_name: str, keep: set[str]) -> None:
-    """Files an interrupted attempt left in this invitation's staging directories (a
-    `.part`, or a verified file whose row was never inserted)."""
-    for folder in root.glob(f"*/staged/{dir_name}"):
-        for f in folder.iterdir():
-            if str(f.relative_to(root)) not in keep:
-                f.unlink(missing_ok=True)
-        if not any(folder.iterdir()):
-            folder.rmdir()
 

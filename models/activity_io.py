@@ -11,11 +11,13 @@ PlatformActivities (activities/platform.py)
     unlink_member(Membership) -> None
     pay_refund(PayRefund) -> Payment
     reverse_refund(ReverseRefund) -> Payment
-    finalise(Finalise) -> Finalised
 TransferActivities (activities/transfers.py)
     transfer_profile | transfer_meetings | transfer_recordings | transfer_chat |
     transfer_contacts | transfer_settings  (Transfer) -> Transferred
     undo_transfer(UndoTransfer) -> UndoneTransfer
+FinaliseActivities (activities/finalising.py)
+    finalise(Finalise) -> Finalised                 the point of no return (short)
+    release_source(ReleaseSource) -> Released       after completion, off the critical path
 MailActivities (activities/mail.py)
     send_email(EmailRequest) -> EmailResult        (models.payloads)
 """
@@ -48,6 +50,14 @@ ERR_SOURCE_CHANGED = "SourceChanged"
 ERR_INVITEE_UNAVAILABLE = "InviteeUnavailable"
 ERR_TRANSFER_FAILED = "TransferFailed"
 ERR_CLAIM_LOST = "ClaimLost"  # link_member without holding the person's join claim
+# A newer attempt (or undo_transfer, or finalise) took the transfer: this attempt stops.
+ERR_TRANSFER_SUPERSEDED = "TransferSuperseded"
+# The transfer was undone for this round: it never runs (or goes live) again in that round.
+ERR_TRANSFER_UNDONE = "TransferUndone"
+# undo_transfer after finalise committed: past the point of no return, nothing is removed.
+ERR_TRANSFER_LIVE = "TransferLive"
+# release_source before finalise committed (a transfer still running or undone).
+ERR_NOT_FINALISED = "NotFinalised"
 
 
 class RegisterInvitation(BaseModel):
@@ -145,19 +155,21 @@ class Transfer(BaseModel):
     source_account_id: int
     org_account_id: int
     group: str | None = None
-    batch_size: int = 1000
+    batch_size: int = 1000  # rows in the first batch; later batches are sized by time
 
 
 class Transferred(BaseModel):
     category: Category
     total: int  # rows in the source
-    copied: int  # staged rows at the destination after this activity
+    copied: int  # rows copied for this invitation after this activity (all attempts)
     bytes: int = 0
     batches: int = 0  # batches written by the attempt that finished
     resumed_from: int | None = None  # checkpoint (last source id) the attempt started from
     attempt: int = 1
     settings_changed: list[SettingChange] = []
     reports_left_behind: int = 0
+    epoch: int = 0  # the epoch this attempt held (see models.tables.TransferState)
+    inserted: int = 0  # rows this attempt inserted (the rest were committed before it)
 
 
 class UndoTransfer(BaseModel):
@@ -178,5 +190,21 @@ class Finalise(BaseModel):
 
 
 class Finalised(BaseModel):
-    made_live: dict[str, int]
+    made_live: dict[str, int]  # rows per category that became live (copies of this invitation)
     source_account_closed: bool
+
+
+class ReleaseSource(BaseModel):
+    invitation_id: str
+    user_id: int
+    source_account_id: int
+    org_account_id: int
+
+
+class Released(BaseModel):
+    """What release_source did in this run (a re-run after a full release reports zeros)."""
+
+    made_final: dict[str, int]  # staged copies flipped to staged=False, per category
+    source_rows_deleted: dict[str, int]  # source rows removed, per category
+    files_deleted: int  # source recording files removed (destination re-verified first)
+    batches: int

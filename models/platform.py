@@ -5,6 +5,7 @@ link handler's preview (before it), so that what the invitee is shown is what ha
 - `settings_changes`: which of the invitee's settings the organisation's locks override.
 - `category_counts`: what will move; `reports_left_behind`: what will not.
 - `refund_quote`: the prorated refund (see models.money).
+- `live_rows`: which rows count as live while finalised copies wait for release_source.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, and_, func, or_
 from sqlmodel import Session, col, select
 
 from models.db import as_utc
@@ -38,6 +39,7 @@ from models.tables import (
     Role,
     Room,
     Subscription,
+    TransferState,
     User,
     UserSetting,
 )
@@ -53,6 +55,17 @@ CATEGORY_TABLES: dict[Category, Any] = {
     Category.CONTACTS: Contact,
     Category.SETTINGS: UserSetting,
 }
+
+
+def live_rows(table: Any) -> ColumnElement[bool]:
+    """Rows of a transferable table that count as live: not staged, or a staged copy whose
+    transfer finalise made live and release_source has not flipped yet. In an individual
+    account no copy is ever staged, so there it is simply `staged == False`."""
+    category = next(c for c, t in CATEGORY_TABLES.items() if t is table)
+    live = select(TransferState.invitation_id).where(
+        TransferState.category == category.value, TransferState.state == "live")
+    return or_(table.staged == False,  # noqa: E712
+               and_(table.staged == True, col(table.invitation_id).in_(live)))  # noqa: E712
 
 
 def find_user(session: Session, email: str) -> User | None:
@@ -125,7 +138,7 @@ def settings_changes(
     mine = session.exec(
         select(UserSetting).where(
             UserSetting.user_id == invitee.id, UserSetting.account_id == invitee.account_id,
-            UserSetting.staged == False,  # noqa: E712
+            live_rows(UserSetting),
         ).order_by(col(UserSetting.key))
     ).all()
     changes = []
@@ -141,7 +154,7 @@ def category_counts(session: Session, invitee: User) -> list[CategoryCount]:
     for category, table in CATEGORY_TABLES.items():
         q = select(func.count()).select_from(table).where(
             table.user_id == invitee.id, table.account_id == invitee.account_id,
-            table.staged == False,  # noqa: E712
+            live_rows(table),
         )
         n = session.exec(q).one()
         size = 0
@@ -149,7 +162,7 @@ def category_counts(session: Session, invitee: User) -> list[CategoryCount]:
             size = session.exec(
                 select(func.coalesce(func.sum(Recording.size_bytes), 0)).where(
                     Recording.user_id == invitee.id, Recording.account_id == invitee.account_id,
-                    Recording.staged == False,  # noqa: E712
+                    live_rows(Recording),
                 )
             ).one()
         counts.append(CategoryCount(category=category, items=int(n), bytes=int(size)))

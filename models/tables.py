@@ -101,7 +101,10 @@ class Staged(SQLModel):
 
 
 def _staging_unique(table: str) -> tuple[Any, ...]:
-    return (UniqueConstraint("invitation_id", "source_id", name=f"uq_{table}_staged_copy"),)
+    """The copy key, plus the keyset index a transfer walks the source rows with (equality
+    on the first three columns, a range on id: no scan of rows already copied)."""
+    return (UniqueConstraint("invitation_id", "source_id", name=f"uq_{table}_staged_copy"),
+            Index(f"ix_{table}_source_keyset", "user_id", "account_id", "staged", "id"))
 
 
 class Profile(Staged, table=True):
@@ -137,9 +140,7 @@ class Recording(Staged, table=True):
 
 
 class ChatMessage(Staged, table=True):
-    __table_args__ = _staging_unique("chatmessage") + (
-        Index("ix_chatmessage_user_id_id", "user_id", "id"),
-    )
+    __table_args__ = _staging_unique("chatmessage")
     id: int | None = Field(default=None, primary_key=True)
     channel: str
     body: str
@@ -268,3 +269,32 @@ class JoinClaim(SQLModel, table=True):
     user_type: str = "basic"  # a licensed claim holds one of the organisation's seats
     state: str = JoinClaimState.JOINING.value  # a JoinClaimState
     claimed_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class TransferState(SQLModel, table=True):
+    """Who holds the transfer of one category for one invitation, and how far it got.
+
+    An attempt takes the transfer by bumping `epoch`; each of its batches commits only if
+    the row still carries that epoch and state "running" (checked by the UPDATE that moves
+    `checkpoint` in the batch's own transaction). `undo_transfer` bumps the epoch too, so a
+    stale attempt can neither commit after an undo nor resurrect what it removed.
+
+    state: running (copying, or copied and waiting for finalise) | undone (compensated) |
+    live (finalise committed: the staged copies count as live) | released (release_source
+    flipped the copies and removed the source rows).
+    """
+
+    __table_args__ = (UniqueConstraint("invitation_id", "category", name="uq_transferstate"),)
+    id: int | None = Field(default=None, primary_key=True)
+    invitation_id: str
+    category: str
+    epoch: int = 0
+    state: str = "running"
+    checkpoint: int = 0  # last source id whose batch committed
+    rows_copied: int = 0  # rows inserted by committed batches (all attempts of this round)
+    batches: int = 0  # committed batches (all attempts of this round)
+    bytes_copied: int = 0
+    released_upto: int = 0  # release_source's checkpoint (source ids)
+    # server time the undo was scheduled (see transfers)
+    undone_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,4 +1,4 @@
-"""Unit tier: the platform activities (record, link, refund, finalise) against a real
+"""Unit tier: the platform activities (record, link, refund) against a real
 SQLite database, run outside a worker with ActivityEnvironment. Each is run twice where
 a retry could happen, to prove it is idempotent."""
 
@@ -8,19 +8,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
-from activities.transfers import TransferActivities
 from config import Settings
 from models.activity_io import (
     ERR_CLAIM_LOST,
     ERR_SEATS_EXHAUSTED,
     AcceptanceCheck,
-    Finalise,
     LinkMember,
     PayRefund,
     RegisterInvitation,
@@ -35,22 +33,18 @@ from models.payloads import (
     RefundDestination,
     UserType,
 )
-from models.platform import CATEGORY_TABLES
 from models.seed import IndividualSpec, create_individual, create_org
 from models.tables import (
     Account,
     AuditEvent,
-    ChatMessage,
     Invitation,
     JoinClaim,
-    Recording,
     RefundLedger,
-    Report,
     Role,
     Subscription,
     User,
 )
-from tests.test_transfers import World, run_all
+from tests.test_transfers import World
 
 EMAIL = "paula@example.com"
 INVITATION = "invitation-1-paula@example.com"  # what tests.test_transfers stages under
@@ -266,34 +260,3 @@ async def test_nothing_to_refund_or_reverse(acts, env, engine, settings):
                             org_account_id=w.org_id)
     assert (await env.run(acts.reverse_refund, reverse)).status == "none"
     assert rows(engine, RefundLedger) == []
-
-
-async def test_finalise_makes_staged_live_and_closes_the_account(acts, env, engine, settings):
-    w = make_world(engine, settings, meetings=2, webinars=1, recordings=2, chat=1500,
-                   contacts=3, reports=2)
-    await claim(env, acts, w)
-    await env.run(acts.link_member, link(w))
-    await run_all(env, TransferActivities(settings, engine), w)
-    source_files = [settings.recordings_dir / r.path
-                    for r in rows(engine, Recording, Recording.account_id == w.source_id)]
-    req = Finalise(invitation_id=INVITATION, user_id=w.user_id, source_account_id=w.source_id,
-                   org_account_id=w.org_id)
-    first = await env.run(acts.finalise, req)
-    assert first == await env.run(acts.finalise, req)
-    assert first.source_account_closed
-    assert first.made_live == {"profile": 1, "meetings": 3, "recordings": 2, "chat": 1500,
-                               "contacts": 3, "settings": 2}
-    for table in CATEGORY_TABLES.values():
-        assert rows(engine, table, table.staged == True) == []  # noqa: E712
-        assert rows(engine, table, table.account_id == w.source_id) == []
-    assert all(not f.exists() for f in source_files)
-    for r in rows(engine, Recording):
-        assert (settings.recordings_dir / r.path).exists()
-    assert rows(engine, Account, Account.id == w.source_id)[0].status == "closed"
-    with Session(engine) as session:
-        live_chat = session.exec(select(func.count()).select_from(ChatMessage).where(
-            ChatMessage.account_id == w.org_id, ChatMessage.user_id == w.user_id)).one()
-    assert live_chat == 1500
-    assert len(rows(engine, AuditEvent, AuditEvent.kind == "finalised")) == 1
-    # reports never move: they stay with the closed account
-    assert len(rows(engine, Report, Report.account_id == w.source_id)) == 2

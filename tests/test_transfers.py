@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.fencing import BatchSizer
 from activities.transfers import TransferActivities
 from config import Settings
 from models.activity_io import (
@@ -27,7 +28,7 @@ from models.activity_io import (
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES
 from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Account, ChatMessage, Meeting, Recording, UserSetting
+from models.tables import Account, ChatMessage, Meeting, Recording, TransferState, UserSetting
 
 INVITATION = "invitation-1-paula@example.com"
 
@@ -98,7 +99,9 @@ async def test_every_category_is_copied_exactly_once(acts, engine, settings):
         # the sources are untouched
         assert count(engine, table, table.account_id == w.source_id) == n
     assert count(engine, Meeting, Meeting.staged == True, Meeting.kind == "webinar") == 2  # noqa: E712
-    assert first[Category.CHAT].batches == 3  # 2500 rows, batches of 1000
+    # 2500 rows: a first batch of 1000, then sized by time (at most doubling)
+    assert 2 <= first[Category.CHAT].batches <= 3
+    assert second[Category.CHAT].batches == 0  # resumed from the end: nothing re-read
     assert first[Category.PROFILE].reports_left_behind == 2
     assert first[Category.RECORDINGS].bytes == sum(2 * 1024 * 1024 + 17 + i * 1024
                                                    for i in range(3))
@@ -151,34 +154,60 @@ class Crash(Exception):
     pass
 
 
-async def test_chat_resumes_from_the_heartbeat_checkpoint(acts, engine, settings):
+def state(engine: Engine, category: Category = Category.CHAT) -> TransferState:
+    with Session(engine) as session:
+        row = session.exec(select(TransferState).where(
+            TransferState.invitation_id == INVITATION,
+            TransferState.category == category.value)).one()
+        session.expunge(row)
+        return row
+
+
+async def test_chat_resumes_from_the_database_checkpoint(acts, engine, settings):
+    """The checkpoint is committed with each batch: a retry resumes from the database (no
+    heartbeat details at all), re-copies nothing, and the counts are exact."""
     w = make_world(engine, settings, chat=20_000)
     beats: list[dict[str, Any]] = []
 
-    def crash_after_12(*details: Any) -> None:
-        beats.append(details[0])
-        if len(beats) == 12:
-            raise Crash("worker lost after 12 committed batches")
+    def crash_after_3(*details: Any) -> None:
+        if "batches" in details[0]:
+            beats.append(details[0])
+        if len(beats) == 3:
+            raise Crash("worker lost after 3 committed batches")
 
     env = ActivityEnvironment()
-    env.on_heartbeat = crash_after_12
+    env.on_heartbeat = crash_after_3
     with pytest.raises(Crash):
-        await env.run(acts.transfer_chat, transfer(w, Category.CHAT))
-    assert count(engine, ChatMessage, ChatMessage.staged == True) == 12_000  # noqa: E712
+        await env.run(acts.transfer_chat, transfer(w, Category.CHAT, batch_size=200))
+    at_crash = state(engine)
+    staged = count(engine, ChatMessage, ChatMessage.staged == True)  # noqa: E712
+    assert 0 < staged < 20_000
+    assert at_crash.rows_copied == staged and at_crash.batches == 3  # checkpoint == data
+    assert at_crash.checkpoint == beats[-1]["checkpoint"]
 
     retry = ActivityEnvironment()
-    retry.info = dataclasses.replace(retry.info, heartbeat_details=[beats[-1]], attempt=2)
+    retry.info = dataclasses.replace(retry.info, attempt=2)  # no heartbeat details
     result = await retry.run(acts.transfer_chat, transfer(w, Category.CHAT))
-    assert result.resumed_from == beats[-1]["checkpoint"]
-    assert result.batches == 8  # only the remainder
-    assert result.attempt == 2
+    assert result.resumed_from == at_crash.checkpoint
+    assert result.inserted == 20_000 - staged  # nothing committed was copied again
+    assert result.attempt == 2 and result.epoch == at_crash.epoch + 1
     assert result.total == result.copied == 20_000
     assert count(engine, ChatMessage, ChatMessage.staged == True) == 20_000  # noqa: E712
+    assert state(engine).rows_copied == 20_000  # every INSERT of every attempt, summed
 
-    # without any checkpoint a retry re-reads everything but still duplicates nothing
-    again = await ActivityEnvironment().run(acts.transfer_chat, transfer(w, Category.CHAT))
-    assert again.batches == 20 and again.copied == 20_000 and again.resumed_from is None
-    assert count(engine, ChatMessage, ChatMessage.staged == True) == 20_000  # noqa: E712
+
+def test_batches_are_sized_by_time():
+    sizer = BatchSizer(1000, target=0.5, low=200, high=50_000)
+    assert sizer.record(1000, 0.01) == 2000  # fast: at most doubles
+    assert sizer.record(2000, 0.5) == 2000  # on target: stays
+    assert sizer.record(2000, 4.0) == 1000  # slow: at most halves
+    assert sizer.record(300, 0.001) == 1000  # a short (last) batch tells nothing
+    for _ in range(20):
+        sizer.record(sizer.size, 0.001)
+    assert sizer.size == 50_000
+    for _ in range(20):
+        sizer.record(sizer.size, 100.0)
+    assert sizer.size == 200
 
 
 async def test_undo_removes_staged_copies_only(acts, engine, settings):

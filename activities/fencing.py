@@ -1,0 +1,175 @@
+"""Fencing and pacing shared by the data-moving activities (transfers, undo, finalise,
+release). The state of one (invitation, category) transfer is a `TransferState` row:
+
+- `claim`: an attempt takes the transfer by bumping its `epoch` (the row is created on
+  first use) and resumes from the checkpoint stored there.
+- `hold` / `advance`: inside each batch's own transaction, the UPDATE that checks the
+  attempt still holds the transfer (same epoch, state "running") and, at the end, moves the
+  checkpoint. A batch whose check hits no row rolls back and the attempt stops with a
+  non-retryable `TransferSuperseded`: a newer attempt, an undo or finalise took over.
+- `BatchSizer`: batches sized by time, not by a fixed row count.
+- `in_thread`: blocking work on the loop's default executor (sized by worker.py), with a
+  heartbeat every second while it runs, so a short heartbeat timeout still tells a dead
+  worker from a long batch.
+
+Rounds: an invitation that failed and was compensated can be sent again (same id). The
+undo stamps `undone_at` with the server time the undo was scheduled; an attempt scheduled
+before that belongs to the undone round and is refused (`TransferUndone`), one scheduled
+after it starts a new round from zero. Both times come from the Temporal server's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from models.activity_io import ERR_TRANSFER_SUPERSEDED, ERR_TRANSFER_UNDONE
+from models.db import as_utc
+from models.tables import TransferState, utcnow
+
+RUNNING, UNDONE, LIVE, RELEASED = "running", "undone", "live", "released"
+HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while a thread works
+STATE: Table = TransferState.__table__  # type: ignore[attr-defined]
+
+T = TypeVar("T")
+
+
+def insert_for(engine: Engine | Connection, table: Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL)."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
+    if dialect is None:
+        raise RuntimeError(f"no ON CONFLICT insert for database {engine.dialect.name!r}")
+    return dialect.insert(table)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """What one attempt holds: its state row and epoch, and where the next batch starts."""
+
+    state_id: int
+    epoch: int
+    state: str
+    checkpoint: int
+    rows_copied: int
+    bytes_copied: int
+    limit: int = 1000  # rows in the next batch
+
+    def at(self, checkpoint: int, limit: int) -> Cursor:
+        return replace(self, checkpoint=checkpoint, limit=limit)
+
+
+def state_row(conn: Connection, invitation_id: str, category: str) -> Any:
+    """Create the row if missing and lock it (the INSERT takes SQLite's write lock; FOR
+    UPDATE the PostgreSQL row lock), so what is decided from it holds until commit."""
+    conn.execute(insert_for(conn, STATE).values(
+        invitation_id=invitation_id, category=category, epoch=0, state=RUNNING,
+        updated_at=utcnow()).on_conflict_do_nothing(index_elements=["invitation_id", "category"]))
+    return conn.execute(select(STATE).where(
+        STATE.c.invitation_id == invitation_id, STATE.c.category == category,
+    ).with_for_update()).one()
+
+
+def claim(conn: Connection, invitation_id: str, category: str, scheduled_at: datetime,
+          first_batch: int) -> Cursor:
+    """Take the transfer for an attempt scheduled (by the server) at `scheduled_at`."""
+    row = state_row(conn, invitation_id, category)
+    if row.state == UNDONE:
+        if row.undone_at is None or as_utc(scheduled_at) <= as_utc(row.undone_at):
+            raise ApplicationError(
+                f"the {category} transfer of {invitation_id} was undone; an attempt of the "
+                "undone round never copies again", type=ERR_TRANSFER_UNDONE, non_retryable=True)
+        # A new round (the invitation was sent again after its compensation): from zero.
+        values: dict[str, Any] = dict(state=RUNNING, checkpoint=0, rows_copied=0, batches=0,
+                                      bytes_copied=0, released_upto=0)
+    elif row.state == RUNNING:
+        values = {}
+    else:  # live or released: finalise committed, nothing is copied any more
+        return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
+                      row.bytes_copied, first_batch)
+    conn.execute(update(STATE).where(STATE.c.id == row.id).values(
+        epoch=STATE.c.epoch + 1, updated_at=utcnow(), **values))
+    row = conn.execute(select(STATE).where(STATE.c.id == row.id)).one()
+    return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
+                  row.bytes_copied, first_batch)
+
+
+def _superseded(cursor: Cursor) -> ApplicationError:
+    return ApplicationError(
+        f"transfer attempt with epoch {cursor.epoch} no longer holds the transfer (a newer "
+        "attempt, an undo or finalise took it): its batch was rolled back",
+        type=ERR_TRANSFER_SUPERSEDED, non_retryable=True)
+
+
+def hold(conn: Connection, cursor: Cursor) -> None:
+    """First statement of a batch's transaction: check the attempt still holds the
+    transfer, and take the lock that keeps it so until commit. Being a write, it also keeps
+    SQLite from failing a read transaction's later upgrade to a write (SQLITE_BUSY)."""
+    done = conn.execute(update(STATE).where(
+        STATE.c.id == cursor.state_id, STATE.c.epoch == cursor.epoch, STATE.c.state == RUNNING,
+    ).values(updated_at=utcnow()))
+    if done.rowcount != 1:
+        raise _superseded(cursor)
+
+
+def advance(conn: Connection, cursor: Cursor, checkpoint: int, rows: int,
+            size: int = 0) -> None:
+    """Last statement of a batch's transaction: the checkpoint moves with the batch."""
+    done = conn.execute(update(STATE).where(
+        STATE.c.id == cursor.state_id, STATE.c.epoch == cursor.epoch, STATE.c.state == RUNNING,
+    ).values(checkpoint=checkpoint, rows_copied=STATE.c.rows_copied + rows,
+             batches=STATE.c.batches + 1, bytes_copied=STATE.c.bytes_copied + size,
+             updated_at=utcnow()))
+    if done.rowcount != 1:
+        raise _superseded(cursor)
+
+
+class BatchSizer:
+    """Rows per batch, aiming at `target` seconds a batch: a batch is long enough that its
+    fixed costs (statements, commit, fence) vanish, short enough that a crash loses little
+    and other writers wait little. Changes at most 2x per batch."""
+
+    def __init__(self, first: int, *, target: float = 0.5, low: int = 200,
+                 high: int = 50_000) -> None:
+        self.size = max(1, first)
+        self.target, self.low, self.high = target, low, high
+
+    def record(self, rows: int, seconds: float) -> int:
+        if rows >= self.size:  # only full batches tell the speed
+            ideal = rows * self.target / max(seconds, 1e-3)
+            ideal = min(max(ideal, self.size / 2), self.size * 2)
+            self.size = int(min(max(ideal, self.low), self.high))
+        return self.size
+
+
+async def in_thread(fn: Callable[..., T], *args: Any, details: Any = None,
+                    on_cancel: Callable[[], None] | None = None) -> T:
+    """Run `fn(*args)` on the loop's default executor, heartbeating every HEARTBEAT_EVERY s.
+
+    A thread cannot be interrupted: on cancellation `on_cancel` asks it to stop (file
+    copies check it between chunks), and we wait until it has returned, so that its
+    transaction has committed or rolled back before the cancellation is reported and an
+    undo can follow."""
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(None, functools.partial(fn, *args))
+    try:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=HEARTBEAT_EVERY)
+            if done:
+                return future.result()
+            activity.heartbeat(details)
+    except asyncio.CancelledError:
+        if on_cancel is not None:
+            on_cancel()
+        await asyncio.wait({future})
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what we report
+        raise
