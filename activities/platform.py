@@ -34,6 +34,7 @@ from models.activity_io import (
     RegisterInvitation,
     ReverseRefund,
     StatusChange,
+    UnlinkInvitation,
 )
 from models.claims import (
     held_elsewhere,
@@ -344,6 +345,18 @@ class PlatformActivities:
     @activity.defn(name="unlink_member")
     async def unlink_member(self, m: Membership) -> None:
         await asyncio.to_thread(self._unlink_member, m)
+
+    @activity.defn(name="unlink_invitation")
+    async def unlink_invitation(self, req: UnlinkInvitation) -> None:
+        """Undo the link this invitation made, read from its "linked" audit event, so a
+        link whose answer never reached the workflow is undone too."""
+        await asyncio.to_thread(self._unlink_invitation, req)
+
+    def _unlink_invitation(self, req: UnlinkInvitation) -> None:
+        with Session(self.engine) as session:
+            event = _last_link_event(session, req.invitation_id)
+        if event is not None and event.kind == "linked":
+            self._unlink_member(Membership.model_validate(event.detail))
 
     def _unlink_member(self, m: Membership) -> None:
         with write_session(self.engine) as session:

@@ -134,6 +134,12 @@ class Membership(BaseModel):
     created_user: bool = False
 
 
+class UnlinkInvitation(BaseModel):
+    """Undo whatever link this invitation made (found by its "linked" audit event)."""
+
+    invitation_id: str
+
+
 class PayRefund(BaseModel):
     invitation_id: str
     source_account_id: int

@@ -166,6 +166,12 @@ class RevokeRequest(BaseModel):
     reason: str | None = None
 
 
+class RetryCompensation(BaseModel):
+    """Operators: the cause of a failed undo step is fixed; run what is left."""
+
+    by: str | None = None
+
+
 class Payment(BaseModel):
     idempotency_key: str
     amount_minor: StrictInt

@@ -202,7 +202,7 @@ async def test_cancel_mid_transfer_compensates_before_ending(
     assert subscription(engine, world.source_account_id).status == "active"  # type: ignore[union-attr]
 
 
-async def test_cancel_while_waiting_revokes(
+async def test_cancel_while_waiting_ends_it_as_cancelled(
     dev_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path,
 ) -> None:
     world = make_world(engine, settings)
@@ -212,5 +212,7 @@ async def test_cancel_while_waiting_revokes(
         await handle.cancel()
         with pytest.raises(WorkflowFailureError):
             await handle.result()
-    assert invitation_row(engine, world.invitation).status == "revoked"  # type: ignore[union-attr]
+    assert invitation_row(engine, world.invitation).status == "cancelled"  # type: ignore[union-attr]
     assert events(engine, world.invitation)[-1] == "cancelled"
+    # Both are told: the invitee that the invitation was withdrawn, the admin likewise.
+    assert {"revoked", "admin_revoked"} <= set(mails(engine, world.invitation))

@@ -2,51 +2,42 @@
 
 1. Register the invitation, mail the link, and wait (days, weeks) for the invitee, with
    reminders to them and an "expiring soon" notice to the admin; unanswered, it expires.
-2. `accept` checks the blocking conditions (error 1009) and quotes the refund at that
-   moment: a blocked invitation stays open; a paid plan first asks where the refund goes.
-3. A saga links the member, pays the refund once, moves every data category in parallel
-   and finalises, each undo registered before its step runs.
-4. A step that fails for good undoes all that was done, newest first, and the invitation
-   ends failed-and-compensated with the reason; otherwise it ends completed.
-5. Declined, revoked and expired invitations end without touching any data.
+2. `accept` checks the blocking conditions (error 1009), takes the person's join claim
+   (one join at a time: another company's acceptance is refused at once) and quotes the
+   refund: a blocked invitation stays open; a paid plan first asks where the refund goes.
+3. A saga links the member, pays the refund once and moves every data category in
+   parallel, each undo registered before its step runs; a failure for good undoes all
+   that was done, newest first (an undo that cannot finish waits for an operator).
+4. Finalise is the point of no return: retried until it commits, never undone; then the
+   invitation completes and the source is released off the critical path.
+5. Every ending (completed, failed, declined, revoked, expired, cancelled) is told to the
+   invitee and the admin.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from functools import partial
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import CancelledError as TemporalCancelledError
+from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from models import search_attributes as sa
+    from activities.finalising import FinaliseActivities
+    from activities.platform import PlatformActivities
     from models.activity_io import (
-        TRANSFER_ACTIVITY,
         AcceptanceCheck,
         AcceptanceFacts,
         ClaimRefusal,
         Finalise,
-        Finalised,
-        LinkMember,
-        Membership,
-        PayRefund,
-        RegisteredInvitation,
         RegisterInvitation,
-        ReverseRefund,
-        Transfer,
-        Transferred,
-        UndoneTransfer,
-        UndoTransfer,
+        ReleaseSource,
     )
-    from models.money import format_minor
     from models.payloads import (
         AcceptOutcome,
         AcceptRequest,
+        Carried,
         Category,
         CategoryProgress,
         DeclineRequest,
@@ -54,45 +45,40 @@ with workflow.unsafe.imports_passed_through():
         InvitationInput,
         InvitationResult,
         InvitationStatus,
-        Payment,
         Progress,
         RefundChoice,
         RefundDestination,
         ResendRequest,
+        RetryCompensation,
         RevokeRequest,
     )
     from models.platform import ERROR_1009
+    from workflows.v1.invitation import InvitationWorkflowV1
 
+from models import search_attributes as sa
 from workflows import options
-from workflows.bookkeeping import Bookkeeping
-from workflows.details import (
-    CATEGORY_LABELS,
-    blocked_message,
-    describe_failure,
-    refund_message,
-)
+from workflows.details import blocked_message, describe_failure, refund_message
+from workflows.moving import Moving, StepFailed
 from workflows.saga import Compensations, shielded
 from workflows.schedule import Due, wake_ups
+from workflows.telling import Mail, cancelled
 
 S = InvitationStatus
-S_ORIGINAL = RefundDestination.ORIGINAL_PAYMENT_METHOD  # also when there is nothing to refund
 T = TypeVar("T")
-
-# Rows per committed batch of a transfer (the checkpoint granularity of a resume).
-TRANSFER_BATCH_SIZE = 1000
-# Open, nothing moved yet: can be declined, resent, revoked, and can expire.
+# Invitations started before this patch run the frozen first version (workflows/v1).
+V2 = "invitation-v2"
+# Open, nothing moved yet: can be declined, resent, revoked, cancelled, and can expire.
 OPEN = (S.PENDING, S.BLOCKED, S.AWAITING_REFUND_CHOICE)
 # The waiting phase ends at one of these.
-DECIDED = (S.ACCEPTED, S.DECLINED, S.REVOKED, S.EXPIRED)
+DECIDED = (S.ACCEPTED, S.DECLINED, S.REVOKED, S.EXPIRED, S.JOINED_ELSEWHERE, S.CANCELLED)
 WAITING_STEP = "Waiting for the invitee to accept"
-
-
-class StepFailed(Exception):
-    """A saga step failed for good; `step` names it (and the category) for the reason."""
-
-    def __init__(self, step: str, reason: str) -> None:
-        super().__init__(f"{step} failed: {reason}")
-        self.step, self.reason = step, reason
+# Who hears of each ending that comes before any data moved.
+ENDING_MAILS = {
+    S.DECLINED: (Mail(EmailKind.DECLINED), Mail(EmailKind.ADMIN_DECLINED, admin=True)),
+    S.REVOKED: (Mail(EmailKind.REVOKED), Mail(EmailKind.ADMIN_REVOKED, admin=True)),
+    S.CANCELLED: (Mail(EmailKind.REVOKED), Mail(EmailKind.ADMIN_REVOKED, admin=True)),
+    S.EXPIRED: (Mail(EmailKind.EXPIRED), Mail(EmailKind.ADMIN_EXPIRED, admin=True)),
+}
 
 
 def _rejected(kind: str, message: str) -> ApplicationError:
@@ -100,102 +86,109 @@ def _rejected(kind: str, message: str) -> ApplicationError:
 
 
 @workflow.defn(name="InvitationWorkflow")
-class InvitationWorkflow(Bookkeeping):
+class InvitationWorkflow(Moving):
     """One invitation, from the mail to the end (see the module docstring)."""
 
     @workflow.init
     def __init__(self, input: InvitationInput) -> None:
+        # The frozen first version, typed loosely: its handlers keep their decorators.
+        self._v1: Any = None if workflow.patched(V2) else InvitationWorkflowV1(input)
         now = workflow.now()
         self._input = input
         self._id = workflow.info().workflow_id
-        self._issued_at = now  # of the link in the latest invitation mail
-        self._progress = Progress(
+        carried = input.carried
+        self._issued_at = carried.issued_at if carried else now  # of the latest link
+        self._progress = carried.progress if carried else Progress(
             invitation_id=self._id, status=S.PENDING, account_id=input.account_id,
             invited_by=input.invited_by, email=input.email, first_name=input.first_name,
             last_name=input.last_name, user_type=input.user_type, group=input.group,
             message=input.message, invited_at=now,
             expires_at=now + timedelta(days=input.expires_in_days),
-            step="Registering the invitation", link_issued_at=now,
-        )
+            step="Registering the invitation", link_issued_at=now)
+        self._fired: set[str] = set(carried.fired) if carried else set()
+        self._mails: dict[EmailKind, int] = dict(carried.mails) if carried else {}
+        self._registered = carried is not None  # the row exists: status can be recorded
         self._facts: AcceptanceFacts | None = None
-        self._destination: RefundDestination | None = None
-        self._membership: Membership | None = None
+        self._destination = RefundDestination.ORIGINAL_PAYMENT_METHOD
         self._checking = False  # an acceptance check is in flight
         self._last_outcome: AcceptOutcome | None = None
         self._schedule_version = 0  # bumped by resend: reminders are recomputed
-        self._fired: set[str] = set()
-        self._mails: dict[EmailKind, int] = {}
         self._background: list[asyncio.Future[Any]] = []
         self._record_lock = asyncio.Lock()  # status rows are written in transition order
-        self._registered = False  # the row exists (or never will): status can be recorded
-        self._first_transfer_failure: StepFailed | None = None
-        # Custom search attributes exist only where they were registered (not on the
-        # time-skipping server); the client sets them at start exactly when they are.
-        self._search_attributes_on = (
-            workflow.info().typed_search_attributes.get(sa.STATUS) is not None
-        )
+        self._retry_compensation = False
+        self._user_id = 0  # the invitee's user, once linked
+        self._made_live: dict[str, int] = {}
+        attrs = workflow.info().typed_search_attributes
+        # Custom search attributes exist only where registered (not on the time-skipping
+        # server); the client sets them at start exactly when they are.
+        self._search_attributes = attrs.get(sa.STATUS) is not None
+        self._alerts = attrs.get(sa.ALERT) is not None
         self._published: tuple[Any, ...] | None = None
 
     # ---------------------------------------------------------------- the process
 
     @workflow.run
     async def run(self, input: InvitationInput) -> InvitationResult:
+        if self._v1 is not None:
+            return await self._v1.run(input)
+        if input.carried is None:
+            await self._register(input)
+        try:
+            await self._wait_for_decision()
+        except asyncio.CancelledError:
+            if self._status in OPEN:
+                await shielded(lambda: self._transition(S.CANCELLED, "cancelled",
+                                                        "Cancelled by an operator"))
+                await shielded(lambda: self._tell(*ENDING_MAILS[S.CANCELLED]))
+            raise
+        if self._status == S.ACCEPTED:
+            await self._join()
+        elif self._status in ENDING_MAILS:
+            self._count(f"invitations_{self._status.value}")
+            await self._tell(*ENDING_MAILS[self._status])
+        return await self._result()
+
+    async def _register(self, input: InvitationInput) -> None:
         self._count("invitations_started")
         try:
-            registered = await workflow.execute_activity(
-                "register_invitation",
+            registered = await workflow.execute_local_activity_method(
+                PlatformActivities.register_invitation,
                 RegisterInvitation(invitation_id=self._id, input=input,
                                    invited_at=self._progress.invited_at,
                                    expires_at=self._progress.expires_at),
-                result_type=RegisteredInvitation, summary="Register the invitation",
-                **options.PLATFORM,
-            )
-        except ActivityError as err:
+                summary="Register the invitation", **options.CHECK)
+        except FailureError as err:
             raise _rejected("RegistrationFailed", "The invitation could not be registered: "
                             f"{describe_failure(err)}") from err
         finally:
             self._registered = True
         self._progress.account_name = registered.account_name
-        try:
-            if self._status in OPEN:  # not revoked or declined in the first instant
-                if self._status == S.PENDING and not self._checking:
-                    self._set_step(WAITING_STEP)
-                workflow.logger.info("invitation sent", extra={"invitation_id": self._id})
-                await self._mail(EmailKind.INVITATION, issued_at=self._issued_at)
-            await self._wait_for_decision()
-        except asyncio.CancelledError:
-            if self._status in OPEN:
-                await shielded(lambda: self._transition(S.REVOKED, "cancelled",
-                                                        "Cancelled by an operator"))
-            raise
-        if self._status == S.ACCEPTED:
-            await self._join()
-        elif self._status == S.EXPIRED:
-            await self._expired()
-        return await self._result()
+        if self._status == S.PENDING and not self._checking:
+            self._set_step(WAITING_STEP)
+        if self._status in OPEN:  # not revoked or declined in the first instant
+            self._spawn(self._tell(Mail(EmailKind.INVITATION)))
 
     async def _wait_for_decision(self) -> None:
         """Sleep until the next reminder or the expiry, waking early on any decision or
-        on a resend (which moves the schedule)."""
+        on a resend (which moves the schedule). A long wait continues as new."""
         while self._status not in DECIDED:
+            if self._history_is_long():
+                await self._continue_as_new()
             version = self._schedule_version
             due = next(d for d in wake_ups(
                 self._issued_at, self._progress.expires_at, self._input.remind_after,
-                self._input.remind_before_expiry,
-            ) if d.key not in self._fired)
+                self._input.remind_before_expiry) if d.key not in self._fired)
             delay = due.at - workflow.now()
             if delay > timedelta(0):
                 try:
-                    await workflow.wait_condition(self._woken(version), timeout=delay,
-                                                  timeout_summary=due.summary)
+                    await workflow.wait_condition(
+                        lambda v=version: self._status in DECIDED  # type: ignore[misc]
+                        or self._schedule_version != v or self._history_is_long(),
+                        timeout=delay, timeout_summary=due.summary)
                     continue
                 except TimeoutError:
                     pass
             await self._wake_up(due)
-
-    def _woken(self, version: int) -> Callable[[], bool]:
-        """Decided, or rescheduled by a resend since `version`."""
-        return lambda: self._status in DECIDED or self._schedule_version != version
 
     async def _wake_up(self, due: Due) -> None:
         if due.kind == "expiry":
@@ -206,151 +199,132 @@ class InvitationWorkflow(Bookkeeping):
                 await self._transition(S.EXPIRED, "expired", "Expired unanswered")
             return
         self._fired.add(due.key)
+        mails = []
         if self._status.awaiting_acceptance:
             self._progress.reminders_sent += 1
-            await self._mail(EmailKind.REMINDER, issued_at=self._issued_at)
+            mails.append(Mail(EmailKind.REMINDER))
         if due.kind == "expiring_soon" and self._status in OPEN:
-            await self._mail(EmailKind.ADMIN_EXPIRING_SOON, admin=True)
+            mails.append(Mail(EmailKind.ADMIN_EXPIRING_SOON, admin=True))
+        if mails:
+            self._spawn(self._tell(*mails))
 
-    async def _expired(self) -> None:
-        self._count("invitations_expired")
-        workflow.logger.info("invitation expired", extra={"invitation_id": self._id})
-        await self._mail(EmailKind.EXPIRED)
-        await self._mail(EmailKind.ADMIN_EXPIRED, admin=True)
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (info.get_current_history_length() >= self._input.history_limit
+                or info.is_continue_as_new_suggested())
+
+    async def _continue_as_new(self) -> None:
+        """Hand the waiting state to a fresh run once every handler and mail finished."""
+        await self._settled()
+        if self._status in DECIDED:
+            return
+        carried = Carried(progress=self._progress, issued_at=self._issued_at,
+                          fired=sorted(self._fired), mails=self._mails)
+        workflow.continue_as_new(self._input.model_copy(update={"carried": carried}))
 
     async def _join(self) -> None:
-        """The saga: link, pay, transfer, finalise; compensate on a failure for good."""
+        """The saga: link, pay, transfer; compensate on a failure for good; finalise."""
         facts = self._facts
         assert facts is not None
         self._count("invitations_accepted")
-        self._spawn(self._mail(EmailKind.ADMIN_ACCEPTED, admin=True))
+        self._spawn(self._tell(Mail(EmailKind.ADMIN_ACCEPTED, admin=True)))
         saga = Compensations()
         source = facts.source_account_id
         try:
-            saga.register("unlink_member", self._unlink_member)
-            self._set_step("Linking the member to the account")
-            self._membership = member = await self._step("link the member",
-                                                         workflow.execute_activity(
-                "link_member",
-                LinkMember(invitation_id=self._id, account_id=self._input.account_id,
-                           email=self._input.email, first_name=self._input.first_name,
-                           last_name=self._input.last_name, user_type=self._input.user_type,
-                           group=self._input.group),
-                result_type=Membership, summary="Link the member to the account",
-                **options.SAGA_STEP,
-            ))
+            saga.register("unlink the member", self._unlink)
+            await self._link()
             quote = self._progress.quote
             if quote is not None and source is not None:
-                reversal = ReverseRefund(invitation_id=self._id, source_account_id=source,
-                                         org_account_id=self._input.account_id)
-                saga.register("reverse_refund", lambda: self._undo(
-                    "reverse_refund", reversal, Payment,
-                    "Undo: reverse the refund and reinstate the subscription"))
-                self._set_step("Paying the refund")
-                self._progress.payment = payment = await self._step(
-                    "pay the refund", workflow.execute_activity(
-                        "pay_refund",
-                        PayRefund(invitation_id=self._id, source_account_id=source,
-                                  org_account_id=self._input.account_id, at=quote.at,
-                                  destination=self._destination or S_ORIGINAL),
-                        result_type=Payment,
-                        summary=f"Pay the refund once: "
-                                f"{format_minor(quote.amount_minor, quote.currency)}",
-                        **options.SAGA_STEP,
-                    ))
-                if payment.status == "paid":
-                    self._count("invitation_refund_minor_paid", payment.amount_minor)
+                saga.register("reverse the refund", lambda: self._reverse(source))
+                await self._pay(source)
             if source is not None:
                 for category in Category:
-                    saga.register(f"undo_transfer {category.value}",
-                                  partial(self._undo_transfer, category))
+                    saga.register(f"remove the copied {category.value}",
+                                  lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
                 await self._transition(S.TRANSFERRING, "transferring", "Transferring data")
-                await self._transfer_all(member.user_id, source)
-            self._set_step("Finalising")
-            # The point of no return: once started it runs to its end, cancel or not.
-            finalised = await shielded(lambda: self._step("finalise", workflow.execute_activity(
-                "finalise",
-                Finalise(invitation_id=self._id, user_id=member.user_id,
-                         source_account_id=source, org_account_id=self._input.account_id),
-                result_type=Finalised, summary="Finalise: make the data live (no return)",
-                **options.SAGA_STEP,
-            )))
+                await self._transfer_all(self._user_id, source)
         except StepFailed as failure:
-            await self._compensate(saga, failure.args[0])
+            await self._compensate(saga, str(failure))
             return
         except asyncio.CancelledError:
             await self._compensate(saga, "cancelled by an operator")
             raise
+        await shielded(self._finalise)
+        await self._completed(source)
+
+    async def _finalise(self) -> None:
+        """The point of no return: once it starts it runs until it commits. A cancel here
+        is refused (it would undo a join the database has made final)."""
+        self._set_step("Finalising")
+        req = Finalise(invitation_id=self._id, user_id=self._user_id,
+                       source_account_id=self._facts.source_account_id if self._facts else None,
+                       org_account_id=self._input.account_id)
+        policy = options.FINALISE_FIRST
+        while True:
+            try:
+                finalised = await workflow.execute_activity_method(
+                    FinaliseActivities.finalise, req, summary="Finalise (point of no return)",
+                    **policy)
+                break
+            except FailureError as err:
+                reason = describe_failure(err)
+            except asyncio.CancelledError:
+                workflow.logger.warning("cancel refused: past the point of no return",
+                                        extra={"invitation_id": self._id})
+                self._progress.step = "Finalising (a cancel was refused: no return now)"
+                continue
+            workflow.logger.error("finalise keeps failing: %s", reason,
+                                  extra={"invitation_id": self._id})
+            self._progress.failure_reason = f"finalising is stuck, still retrying: {reason}"
+            self._set_step("Finalising is stuck: retrying until it commits")
+            self._alert("finalising_stuck", "invitations_finalising_stuck")
+            policy = options.FINALISE_AGAIN
+        if self._progress.alert == "finalising_stuck":
+            self._progress.failure_reason = None
+            self._alert(None)
+        self._made_live = finalised.made_live
+
+    async def _completed(self, source: int | None) -> None:
         for progress in self._progress.categories.values():
             progress.state = "live"
-        await self._transition(S.COMPLETED, "completed", "Completed",
-                               {"made_live": finalised.made_live,
-                                "source_account_closed": finalised.source_account_closed})
+        await shielded(lambda: self._transition(
+            S.COMPLETED, "completed", "Completed", {"made_live": self._made_live}))
         self._count("invitations_completed")
         workflow.logger.info("invitation completed", extra={"invitation_id": self._id})
-        # The refund is only final now: the receipt waits for the point of no return.
+        mails = [Mail(EmailKind.COMPLETION), Mail(EmailKind.ADMIN_COMPLETED, admin=True)]
         if self._progress.payment is not None and self._progress.payment.amount_minor > 0:
-            await self._mail(EmailKind.REFUND_RECEIPT)
-        await self._mail(EmailKind.COMPLETION)
-        await self._mail(EmailKind.ADMIN_COMPLETED, admin=True)
+            mails.insert(0, Mail(EmailKind.REFUND_RECEIPT))  # final only now
+        tasks = [self._tell(*mails)]
+        if source is not None:
+            tasks.append(self._release(source))
+        await shielded(lambda: asyncio.gather(*tasks))
 
-    async def _transfer_all(self, user_id: int, source: int) -> None:
-        """One activity per category, in parallel. A failure for good does not cancel the
-        others: cancelling races their completion, and they are cheap to let finish since
-        their undo removes what they staged. A cancel of the workflow does stop them, and
-        waits until they have stopped writing before anything is undone."""
-        tasks = [asyncio.create_task(self._transfer(c, user_id, source)) for c in Category]
-        try:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            await shielded(lambda: asyncio.gather(*tasks, return_exceptions=True))
-        if self._first_transfer_failure is not None:
-            raise self._first_transfer_failure
-        for task in tasks:  # anything else would be a bug: surface it
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-
-    async def _transfer(self, category: Category, user_id: int, source: int) -> None:
-        progress = self._progress.categories[category]
-        progress.state = "running"
-        self._publish()
-        try:
-            done = await workflow.execute_activity(
-                TRANSFER_ACTIVITY[category],
-                Transfer(invitation_id=self._id, category=category, user_id=user_id,
-                         source_account_id=source, org_account_id=self._input.account_id,
-                         group=self._input.group, batch_size=TRANSFER_BATCH_SIZE),
-                result_type=Transferred, summary=f"Transfer {CATEGORY_LABELS[category.value]}",
-                **options.TRANSFER,
-            )
-        except ActivityError as err:
-            if isinstance(err.cause, TemporalCancelledError):
-                return  # stopped because the workflow was cancelled
-            progress.state, progress.error = "failed", describe_failure(err)
-            failure = StepFailed(f"transfer {category.value}", progress.error)
-            if self._first_transfer_failure is None:
-                self._first_transfer_failure = failure
-            self._publish()
-            raise failure from err
-        progress.state, progress.total, progress.copied = "staged", done.total, done.copied
-        progress.bytes_copied, progress.attempts = done.bytes, done.attempt
-        if category == Category.SETTINGS:
-            self._progress.settings_changed = done.settings_changed
-            self._progress.reports_left_behind = done.reports_left_behind or \
-                self._progress.reports_left_behind
-        self._publish()
+    async def _release(self, source: int) -> None:
+        await workflow.execute_activity_method(
+            FinaliseActivities.release_source,
+            ReleaseSource(invitation_id=self._id, user_id=self._user_id,
+                          source_account_id=source, org_account_id=self._input.account_id),
+            summary="Release the source (after completion)", **options.RELEASE)
 
     async def _compensate(self, saga: Compensations, reason: str) -> None:
         self._progress.failure_reason = reason
         self._set_step("Compensating: undoing every step done, newest first")
         workflow.logger.error("invitation failed, compensating: %s", reason,
                               extra={"invitation_id": self._id})
-        failed_undo = await saga.run()
-        if failed_undo:
-            self._progress.failure_reason += "; compensation incomplete: " + "; ".join(failed_undo)
+        while failed := await saga.run():
+            # An undo failed for good: say exactly what is left and wait for an operator.
+            self._progress.undo_left = failed
+            self._alert("needs_attention", "invitations_needs_attention")
+            await shielded(lambda: self._transition(
+                S.NEEDS_ATTENTION, "needs_attention",
+                "Needs attention: an undo step failed; fix it, then retry_compensation",
+                {"undo_left": failed}))
+            self._spawn(self._tell(Mail(EmailKind.ADMIN_NEEDS_ATTENTION, admin=True)))
+            await workflow.wait_condition(lambda: self._retry_compensation)
+            self._set_step("Compensating again, as an operator asked")
+        self._retry_compensation = False
+        self._progress.undo_left = []
+        self._alert(None)
         for progress in self._progress.categories.values():
             if progress.state in ("running", "staged"):
                 progress.state = "compensated"
@@ -358,43 +332,29 @@ class InvitationWorkflow(Bookkeeping):
             S.FAILED, "failed_compensated", "Failed; everything done was undone",
             {"reason": self._progress.failure_reason}))
         self._count("invitations_failed")
-
-    async def _unlink_member(self) -> None:
-        # link_member commits all or nothing: without its result there is nothing to undo.
-        if self._membership is not None:
-            await self._undo("unlink_member", self._membership, None,
-                             "Undo: unlink the member, restore their account")
-
-    async def _undo_transfer(self, category: Category) -> None:
-        await self._undo("undo_transfer", UndoTransfer(invitation_id=self._id, category=category),
-                         UndoneTransfer,
-                         f"Undo: remove staged {CATEGORY_LABELS[category.value].lower()}")
-
-    async def _undo(self, name: str, arg: Any, result_type: type | None, summary: str) -> None:
-        await workflow.execute_activity(name, arg, result_type=result_type, summary=summary,
-                                        **options.UNDO)
-
-    @staticmethod
-    async def _step(name: str, activity: Awaitable[T]) -> T:
-        try:
-            return await activity
-        except ActivityError as err:
-            raise StepFailed(name, describe_failure(err)) from err
+        await shielded(lambda: self._tell(Mail(EmailKind.FAILED),
+                                          Mail(EmailKind.ADMIN_FAILED, admin=True)))
 
     # ---------------------------------------------------------------- messages
 
     @workflow.update(name="accept")
     async def accept(self, req: AcceptRequest) -> AcceptOutcome:
+        if self._v1 is not None:
+            return await self._v1.accept(req)
         return await self._accept(req)
 
     @accept.validator
     def _validate_accept(self, req: AcceptRequest) -> None:
+        if self._v1 is not None:
+            return self._v1._validate_accept(req)
         if not self._status.awaiting_acceptance:
             raise self._not_awaiting()
 
     @workflow.signal(name="accept")
     async def accept_signal(self, req: AcceptRequest) -> None:
         """Fire-and-forget twin of the `accept` update; the outcome shows in `progress`."""
+        if self._v1 is not None:
+            return await self._v1.accept_signal(req)
         if not (self._status.awaiting_acceptance or self._checking):
             workflow.logger.info("accept signal ignored: invitation is %s", self._status.value)
             return
@@ -405,18 +365,24 @@ class InvitationWorkflow(Bookkeeping):
 
     @workflow.update
     async def choose_refund(self, choice: RefundChoice) -> AcceptOutcome:
+        if self._v1 is not None:
+            return await self._v1.choose_refund(choice)
         if self._status != S.AWAITING_REFUND_CHOICE:  # a second choice while the first ran
             return self._outcome()
         return await self._accepted(choice.destination)
 
     @choose_refund.validator
     def _validate_choose_refund(self, choice: RefundChoice) -> None:
+        if self._v1 is not None:
+            return self._v1._validate_choose_refund(choice)
         if self._status != S.AWAITING_REFUND_CHOICE:
             raise _rejected("NotAwaitingRefundChoice", "There is no refund choice to make: "
                             f"the invitation is {self._status.value}.")
 
     @workflow.update
     async def decline(self, req: DeclineRequest) -> Progress:
+        if self._v1 is not None:
+            return await self._v1.decline(req)
         self._validate_decline(req)
         await self._transition(S.DECLINED, "declined", "Declined by the invitee",
                                {"reason": req.reason} if req.reason else {})
@@ -424,30 +390,38 @@ class InvitationWorkflow(Bookkeeping):
 
     @decline.validator
     def _validate_decline(self, req: DeclineRequest) -> None:
+        if self._v1 is not None:
+            return self._v1._validate_decline(req)
         if self._status not in OPEN:
             raise self._not_awaiting()
 
     @workflow.update
     async def resend(self, req: ResendRequest) -> Progress:
+        """A new email with a new link: every earlier link stops working."""
+        if self._v1 is not None:
+            return await self._v1.resend(req)
         self._validate_resend(req)
         days = req.expires_in_days or self._input.expires_in_days
-        self._issued_at = workflow.now()
-        self._progress.link_issued_at = self._issued_at
+        self._issued_at = self._progress.link_issued_at = workflow.now()
         self._progress.expires_at = self._issued_at + timedelta(days=days)
         self._schedule_version += 1
         self._fired.clear()
         await self._transition(self._status, "resent", self._progress.step,
                                {"expires_in_days": days})
-        await self._mail(EmailKind.INVITATION, issued_at=self._issued_at)
+        self._spawn(self._tell(Mail(EmailKind.INVITATION)))
         return self._progress
 
     @resend.validator
     def _validate_resend(self, req: ResendRequest) -> None:
+        if self._v1 is not None:
+            return self._v1._validate_resend(req)
         if self._status not in OPEN:
             raise self._not_awaiting()
 
     @workflow.update
     async def revoke(self, req: RevokeRequest) -> Progress:
+        if self._v1 is not None:
+            return await self._v1.revoke(req)
         self._validate_revoke(req)
         detail = {k: v for k, v in (("by", req.by), ("reason", req.reason)) if v}
         await self._transition(S.REVOKED, "revoked", "Revoked by an admin", detail)
@@ -455,6 +429,8 @@ class InvitationWorkflow(Bookkeeping):
 
     @revoke.validator
     def _validate_revoke(self, req: RevokeRequest) -> None:
+        if self._v1 is not None:
+            return self._v1._validate_revoke(req)
         if self._status.data_moving:
             raise _rejected("AlreadyMovingData", "The invitation can no longer be revoked: "
                             f"it is {self._status.value} and the invitee's data is moving.")
@@ -462,9 +438,24 @@ class InvitationWorkflow(Bookkeeping):
             raise _rejected("InvitationEnded", f"The invitation already ended: it is "
                             f"{self._status.value}.")
 
+    @workflow.update
+    async def retry_compensation(self, req: RetryCompensation) -> Progress:
+        """Operators: the cause of a failed undo is fixed; undo what is left."""
+        self._retry_compensation = True
+        await workflow.wait_condition(lambda: self._status != S.NEEDS_ATTENTION
+                                      or not self._retry_compensation)
+        return self._progress
+
+    @retry_compensation.validator
+    def _validate_retry_compensation(self, req: RetryCompensation) -> None:
+        if self._v1 is not None or self._status != S.NEEDS_ATTENTION:
+            status = self._v1._status if self._v1 is not None else self._status
+            raise _rejected("NothingToRetry", "There is no failed undo to retry: the "
+                            f"invitation is {status.value}.")
+
     @workflow.query
     def progress(self) -> Progress:
-        return self._progress
+        return self._v1.progress() if self._v1 is not None else self._progress
 
     # ---------------------------------------------------------------- acceptance
 
@@ -490,15 +481,16 @@ class InvitationWorkflow(Bookkeeping):
         was = self._status
         self._set_step("Checking the blocking conditions and the refund")
         try:
-            facts = await workflow.execute_activity(
-                "check_acceptance",
+            facts = await workflow.execute_local_activity_method(
+                PlatformActivities.check_acceptance,
                 AcceptanceCheck(invitation_id=self._id, account_id=self._input.account_id,
                                 email=self._input.email, user_type=self._input.user_type,
                                 group=self._input.group, at=at),
-                result_type=AcceptanceFacts, summary="Check blocking conditions, quote refund",
-                **options.PLATFORM,
-            )
-        except ActivityError as err:
+                summary="Check blocking conditions, claim the join, quote the refund",
+                **options.CHECK)
+        except FailureError as err:
+            if cancelled(err):
+                raise asyncio.CancelledError() from err
             self._set_step(WAITING_STEP)
             raise _rejected("AcceptanceCheckFailed", "The acceptance could not be checked, "
                             f"please try again: {describe_failure(err)}") from err
@@ -516,7 +508,7 @@ class InvitationWorkflow(Bookkeeping):
                 {"error_code": ERROR_1009,
                  "blocking": [b.model_dump(mode="json") for b in facts.blocking]})
             if was != S.BLOCKED or self._mails.get(EmailKind.ADMIN_BLOCKED) is None:
-                self._spawn(self._mail(EmailKind.ADMIN_BLOCKED, admin=True))
+                self._spawn(self._tell(Mail(EmailKind.ADMIN_BLOCKED, admin=True)))
             return self._outcome()
         self._progress.blocking = []
         self._progress.quote = facts.quote
@@ -564,7 +556,7 @@ class InvitationWorkflow(Bookkeeping):
                              joining_account_name=name)
 
     async def _accepted(self, destination: RefundDestination | None) -> AcceptOutcome:
-        self._destination = destination or S_ORIGINAL
+        self._destination = destination or RefundDestination.ORIGINAL_PAYMENT_METHOD
         if self._facts is not None and self._facts.source_account_id is not None:
             self._progress.categories = {c: CategoryProgress(category=c) for c in Category}
         await self._transition(S.ACCEPTED, "accepted", "Accepted: joining the account",

@@ -15,7 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.common import SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, FailureError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -41,8 +42,11 @@ LINKED = (EmailKind.INVITATION, EmailKind.REMINDER)
 
 
 def cancelled(err: BaseException) -> bool:
-    """An activity failure that is really the workflow being cancelled."""
-    return isinstance(err, ActivityError) and isinstance(err.cause, TemporalCancelledError)
+    """An activity failure that is really the workflow being cancelled. (A local
+    activity's failure arrives unwrapped, not as an ActivityError.)"""
+    if isinstance(err, ActivityError):
+        err = err.cause  # type: ignore[assignment]
+    return isinstance(err, TemporalCancelledError)
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,8 @@ class Telling:
         if not self._search_attributes or state == self._published:
             return
         self._published = state
-        updates = [sa.STATUS.value_set(self._status.value), sa.REFUND_MINOR.value_set(refund)]
+        updates: list[SearchAttributeUpdate[Any]] = [
+            sa.STATUS.value_set(self._status.value), sa.REFUND_MINOR.value_set(refund)]
         if self._alerts:
             updates.append(sa.ALERT.value_set(self._progress.alert or sa.NO_ALERT))
         workflow.upsert_search_attributes(updates)
@@ -133,7 +138,7 @@ class Telling:
             await workflow.execute_activity_method(MailActivities.send_emails, batch,
                                                    summary=summary, **options.MAIL_FIRST)
             return
-        except ActivityError as err:
+        except FailureError as err:
             if cancelled(err):
                 raise asyncio.CancelledError() from err
             problem = describe_failure(err)
@@ -146,7 +151,7 @@ class Telling:
             await workflow.execute_activity_method(MailActivities.send_emails, batch,
                                                    summary=f"{summary} (retrying)",
                                                    **options.MAIL_DURABLE)
-        except ActivityError as err:
+        except FailureError as err:
             if cancelled(err):
                 raise asyncio.CancelledError() from err
             if linked:

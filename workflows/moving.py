@@ -1,0 +1,159 @@
+"""The saga's steps and their undo: link the member, pay the refund, move each category
+of data in parallel; unlink, reverse, remove the copies. Called from
+`InvitationWorkflow._join` (workflows/invitation.py), whose state they read.
+
+Link and refund are short local activities; transfers are heartbeating activities. Every
+undo is keyed by the invitation (never by a step's returned result), so it is right even
+when its step committed but the answer was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.platform import PlatformActivities
+    from activities.transfers import TransferActivities
+    from models.activity_io import (
+        LinkMember,
+        PayRefund,
+        ReverseRefund,
+        Transfer,
+        UndoTransfer,
+        UnlinkInvitation,
+    )
+    from models.payloads import Category, RefundDestination
+
+from workflows import options
+from workflows.details import CATEGORY_LABELS, describe_failure
+from workflows.saga import shielded
+from workflows.telling import Telling, cancelled
+
+TRANSFER_METHODS = {
+    Category.PROFILE: TransferActivities.transfer_profile,
+    Category.MEETINGS: TransferActivities.transfer_meetings,
+    Category.RECORDINGS: TransferActivities.transfer_recordings,
+    Category.CHAT: TransferActivities.transfer_chat,
+    Category.CONTACTS: TransferActivities.transfer_contacts,
+    Category.SETTINGS: TransferActivities.transfer_settings,
+}
+
+
+class StepFailed(Exception):
+    """A saga step failed for good; the message names the step and the reason."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step} failed: {reason}")
+
+
+def _failed(step: str, err: FailureError) -> BaseException:
+    if cancelled(err):
+        return asyncio.CancelledError()
+    return StepFailed(step, describe_failure(err))
+
+
+class Moving(Telling):
+    _destination: RefundDestination
+    _user_id: int
+    _made_live: dict[str, int]
+
+    async def _link(self) -> None:
+        self._set_step("Linking the member to the account")
+        i = self._input
+        try:
+            member = await workflow.execute_local_activity_method(
+                PlatformActivities.link_member,
+                LinkMember(invitation_id=self._id, account_id=i.account_id, email=i.email,
+                           first_name=i.first_name, last_name=i.last_name,
+                           user_type=i.user_type, group=i.group),
+                summary="Link the member to the account", **options.SAGA_STEP)
+        except FailureError as err:
+            raise _failed("link the member", err) from err
+        self._user_id = member.user_id
+
+    async def _unlink(self) -> None:
+        await workflow.execute_activity_method(
+            PlatformActivities.unlink_invitation, UnlinkInvitation(invitation_id=self._id),
+            summary="Undo: unlink the member, restore their account", **options.UNDO)
+
+    async def _pay(self, source: int) -> None:
+        quote = self._progress.quote
+        assert quote is not None
+        self._set_step("Paying the refund")
+        try:
+            payment = await workflow.execute_local_activity_method(
+                PlatformActivities.pay_refund,
+                PayRefund(invitation_id=self._id, source_account_id=source,
+                          org_account_id=self._input.account_id, at=quote.at,
+                          destination=self._destination),
+                summary="Pay the refund once", **options.SAGA_STEP)
+        except FailureError as err:
+            raise _failed("pay the refund", err) from err
+        self._progress.payment = payment
+        if payment.status == "paid":
+            workflow.metric_meter().create_counter("invitation_refund_minor_paid").add(
+                payment.amount_minor)
+
+    async def _reverse(self, source: int) -> None:
+        reversal = await workflow.execute_activity_method(
+            PlatformActivities.reverse_refund,
+            ReverseRefund(invitation_id=self._id, source_account_id=source,
+                          org_account_id=self._input.account_id),
+            summary="Undo: reverse the refund and reinstate the subscription", **options.UNDO)
+        if reversal.status == "reversed":  # what the invitee and the admin are told
+            self._progress.payment = reversal
+
+    async def _transfer_all(self, user_id: int, source: int) -> None:
+        """One activity per category, in parallel. A failure for good does not cancel the
+        others (their undo removes what they copied, and the database fences any write
+        of theirs after it); a cancel of the workflow stops them and waits until they
+        stopped writing before anything is undone."""
+        tasks = [asyncio.ensure_future(self._transfer(c, user_id, source)) for c in Category]
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in tasks:
+                if not task.done():
+                    task.cancel()
+            await shielded(lambda: asyncio.gather(*tasks, return_exceptions=True))
+        for result in results:
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _transfer(self, category: Category, user_id: int, source: int) -> None:
+        progress = self._progress.categories[category]
+        progress.state = "running"
+        try:
+            done = await workflow.execute_activity_method(
+                TRANSFER_METHODS[category],
+                Transfer(invitation_id=self._id, category=category, user_id=user_id,
+                         source_account_id=source, org_account_id=self._input.account_id,
+                         group=self._input.group),
+                summary=f"Transfer {CATEGORY_LABELS[category.value]}", **options.TRANSFER)
+        except FailureError as err:
+            failure = _failed(f"transfer {category.value}", err)
+            if isinstance(failure, StepFailed):
+                progress.state, progress.error = "failed", describe_failure(err)
+                self._publish()
+            raise failure from err
+        progress.state, progress.total, progress.copied = "staged", done.total, done.copied
+        progress.bytes_copied, progress.attempts = done.bytes, done.attempt
+        if category == Category.SETTINGS:
+            self._progress.settings_changed = done.settings_changed
+        if category == Category.PROFILE and done.reports_left_behind:
+            self._progress.reports_left_behind = done.reports_left_behind
+        self._publish()
+
+    async def _undo_transfer(self, category: Category) -> Any:
+        return await workflow.execute_activity_method(
+            TransferActivities.undo_transfer,
+            UndoTransfer(invitation_id=self._id, category=category),
+            summary=f"Undo: remove copied {CATEGORY_LABELS[category.value].lower()}",
+            **options.UNDO)
