@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,8 +83,14 @@ class Result:
                 "accepts_per_s": round(self.n / self.seconds, 2)}
 
 
+class Uvicorn(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # Ctrl-C is the bench's: it cancels the run, which then stops this server
+
+
 async def serve(app: Any, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+    server = Uvicorn(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning", access_log=False))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 30
@@ -205,15 +214,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 1 or args.concurrency < 1:
         parser.error("--n and --concurrency must be at least 1")
+    # SIGTERM as Ctrl-C: asyncio.run then cancels the run, whose `finally`s stop the stack.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     load0 = os.getloadavg()[0]
-    result = asyncio.run(run(args))
+    try:
+        result = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the servers and workers it started are stopped") from None
     load = (load0, os.getloadavg()[0])
     if not result.latencies_ms:
         raise SystemExit(f"no accept was sent: {result.not_ready} invitations never got ready")
     figures = result.figures()
     if args.json:
         print(json.dumps({"args": vars(args), **figures, **asdict(result),
-                          "bar_p95_below_500ms": figures["p95_ms"] < 500,
+                          "bar_p95_below_500ms": figures["p95_ms"] < 500
+                          if result.concurrency == 5 else None,
                           "load_average": load, "cpus": os.cpu_count()}, indent=2))
         return
     cpu = result.cpu_ms_per_accept
@@ -222,8 +237,9 @@ def main() -> None:
     print(f"  p50 {figures['p50_ms']:.0f} ms   p95 {figures['p95_ms']:.0f} ms   "
           f"max {figures['max_ms']:.0f} ms   mean {figures['mean_ms']:.0f} ms   "
           f"({figures['accepts_per_s']:.1f} accepts/s over {result.seconds:.1f} s)")
-    print(f"  issue #13 bar p95 < 500 ms with 5 in flight: "
-          f"{'met' if figures['p95_ms'] < 500 else 'NOT met'}")
+    if result.concurrency == 5:
+        print(f"  issue #13 bar p95 < 500 ms with 5 in flight: "
+              f"{'met' if figures['p95_ms'] < 500 else 'NOT met'}")
     print(f"  HTTP statuses {result.statuses}, outcomes {result.outcomes}; "
           f"{result.completed}/{result.n} completed afterwards"
           + (f"; {result.not_ready} never got ready" if result.not_ready else ""))

@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -281,6 +282,7 @@ async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[st
     catcher = start_catcher("127.0.0.1", settings.smtp_port, settings.maildir)
     proc = start_dev_server(int(address.rsplit(":", 1)[1]), tmp, server) if own_server else None
     stack: Stack | None = None
+    finished = False
     try:
         temporal = await connect(settings, proc)
         stack = Stack(tmp, settings, bare_settings, temporal, engine, account_id, proc)
@@ -290,6 +292,7 @@ async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[st
         for kind, worker in stack.workers.items():
             await wait_ready(worker, tmp / f"worker-{kind}.log")
         yield stack
+        finished = True
     finally:
         for worker in (stack.workers.values() if stack else ()):
             stop_process(worker)
@@ -297,6 +300,10 @@ async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[st
             stop_process(proc)
         catcher.stop()
         engine.dispose()
+        if finished:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"logs and data kept in {tmp}", file=sys.stderr)
 
 
 def seed_paid_invitees(stack: Stack, emails: list[str]) -> None:
@@ -627,8 +634,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.n < 1 or args.repeat < 1:
         parser.error("--n and --repeat must be at least 1")
+    # SIGTERM as Ctrl-C: asyncio.run then cancels the run, whose `finally`s stop the stack.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     load0 = os.getloadavg()[0]
-    phases = asyncio.run(run(args))
+    try:
+        phases = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the servers and workers it started are stopped") from None
     total = summary(phases)
     load = (load0, os.getloadavg()[0])
     if args.json:
