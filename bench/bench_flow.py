@@ -346,6 +346,9 @@ class Histories:
     actions: list[int]  # estimate, see README
     closed_at: dict[str, datetime]
     by_type: Counter[str]
+    # Scheduled -> started, in seconds, of every workflow task and activity: queueing.
+    workflow_task_waits: list[float] = field(default_factory=list)
+    activity_waits: list[float] = field(default_factory=list)
 
 
 ACTION_EVENTS = {  # what a Temporal Cloud "action" is, approximately, as history events
@@ -375,6 +378,18 @@ async def read_histories(temporal: Client, ids: list[str]) -> Histories:
         h.by_type.update(EventType.Name(t).removeprefix("EVENT_TYPE_").lower() for t in types)
         last = history.events[-1]
         h.closed_at[wid] = last.event_time.ToDatetime(tzinfo=UTC)
+        scheduled = {e.event_id: e.event_time.ToNanoseconds() for e in history.events}
+        for e in history.events:
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                since, waits = (e.workflow_task_started_event_attributes.scheduled_event_id,
+                                h.workflow_task_waits)
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                since, waits = (e.activity_task_started_event_attributes.scheduled_event_id,
+                                h.activity_waits)
+            else:
+                continue
+            if since in scheduled:
+                waits.append((e.event_time.ToNanoseconds() - scheduled[since]) / 1e9)
 
     await bounded(ids, 16, one)
     return h
@@ -397,6 +412,8 @@ class Phase:
     local_activities_mean: float
     timers_mean: float
     actions_mean: float
+    workflow_task_wait_ms: float  # mean scheduled -> started
+    activity_wait_ms: float
     cpu_ms_per_invitation: dict[str, float | None]  # server, worker, driver; whole phase
     phase_s: float  # first start -> last completion (wall)
     not_completed: int
@@ -427,6 +444,8 @@ def summarise(kind: str, rnd: int, n: int, concurrency: int, accepted_at: dict[s
         local_activities_mean=round(statistics.fmean(h.local_activities), 1),
         timers_mean=round(statistics.fmean(h.timers), 1),
         actions_mean=round(statistics.fmean(h.actions), 1),
+        workflow_task_wait_ms=round(statistics.fmean(h.workflow_task_waits or [0]) * 1000),
+        activity_wait_ms=round(statistics.fmean(h.activity_waits or [0]) * 1000),
         cpu_ms_per_invitation={"server": per_invitation("server"),
                                "worker": per_invitation(f"worker_{kind}"),
                                "driver": per_invitation("driver")},
@@ -572,7 +591,8 @@ def print_report(args: argparse.Namespace, phases: list[Phase], total: dict[str,
     table = Table(title=f"{args.n} invitations per phase, concurrency {concurrency}, "
                         f"dev server {args.server}")
     heads = ["Phase", "Completions/s", "Window s", "Accept->done p50 s", "Events mean/max",
-             "WF tasks", "Activities", "Local act.", "Actions~", "Server CPU ms/inv",
+             "WF tasks", "Activities", "Local act.", "Actions~", "WFT wait ms",
+             "Act. wait ms", "Server CPU ms/inv",
              "Worker CPU ms/inv", "Not done"]
     for h in heads:
         table.add_column(h, justify="left" if h == "Phase" else "right")
@@ -582,6 +602,7 @@ def print_report(args: argparse.Namespace, phases: list[Phase], total: dict[str,
                  f"{p.accept_to_done_p50_s:.1f}", f"{p.events_mean:.0f} / {p.events_max}",
                  f"{p.workflow_tasks_mean:.1f}", f"{p.activities_mean:.1f}",
                  f"{p.local_activities_mean:.1f}", f"{p.actions_mean:.1f}",
+                 f"{p.workflow_task_wait_ms:.0f}", f"{p.activity_wait_ms:.0f}",
                  ms(p.cpu_ms_per_invitation["server"]), ms(p.cpu_ms_per_invitation["worker"]),
                  str(p.not_completed)]
         table.add_row(*cells)
