@@ -1,0 +1,678 @@
+"""Throughput and history size of paid invitations accepted at once, next to a bare
+workflow of the same shape, on one Temporal dev server in one run (issue #13).
+
+    .venv/bin/python bench/bench_flow.py [--n 200] [--concurrency N] [--repeat 2]
+        [--server memory|file|HOST:PORT] [--db PATH|URL] [--json]
+
+Starts its own headless dev server (127.0.0.1, a free port, in memory unless
+`--server file`; our search attributes), a mail catcher, a temporary SQLite database,
+and two worker subprocesses: the production worker (`worker.build_worker`) and one for
+the bare shape defined below. Then, `--repeat` times, one phase of each kind (bare,
+project, bare, project, ...), each of `--n` workflows:
+  bare     start N `BareInvitationShape`s, then at once the `accept` update on each:
+           2 sequential trivial activities (link, refund), 6 in parallel (transfers);
+  project  seed N paid individuals (a few rows per category, one small recording),
+           `InvitationsClient.invite_many`, then at once `InvitationsClient.accept` with
+           the refund destination, so that the whole path runs (check, link, refund,
+           6 transfers, finalise, mail).
+Throughput is N / (last completion - first accept), completions as the server stamps
+them. CPU is read from /proc for the server and each worker process over the whole phase
+(first start to last completion), so work moved before the accept still counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity, workflow
+
+ROOT = Path(__file__).parent.parent  # absolute already; no resolve() (the sandbox forbids it)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# The worker imports this module inside the workflow sandbox (for the bare shape), once
+# per run: everything it does not need there is passed through, as in workflows/.
+with workflow.unsafe.imports_passed_through():
+    from pydantic import SecretStr
+    from sqlalchemy import Engine
+    from sqlmodel import Session
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    from config import Settings, connect_temporal
+    from invitations import InvitationsClient, InviteRequest
+    from models import search_attributes
+    from models.db import init_db, make_engine
+    from models.payloads import AcceptRequest, RefundDestination
+    from models.seed import IndividualSpec, create_individual, create_org
+
+ADMIN = "admin@bench.test"
+CATEGORIES = ("profile", "meetings", "recordings", "chat", "contacts", "settings")
+KINDS = ("bare", "project")
+
+
+# ------------------------------------------------------------------- the bare shape
+
+
+@activity.defn(name="bare_step")
+async def bare_step(step: str) -> str:
+    return step
+
+
+@workflow.defn(name="BareInvitationShape")
+class BareShape:
+    """What a paid invitation accepted at once is, with nothing else: an `accept` update,
+    link and refund one after the other, six transfers in parallel, a result."""
+
+    def __init__(self) -> None:
+        self._destination: str | None = None
+
+    @workflow.run
+    async def run(self, invitee: str) -> str:
+        await workflow.wait_condition(lambda: self._destination is not None)
+        timeout = timedelta(seconds=60)
+        for step in ("link", "refund"):
+            await workflow.execute_activity(bare_step, step, start_to_close_timeout=timeout)
+        await asyncio.gather(*(workflow.execute_activity(
+            bare_step, f"transfer {c}", start_to_close_timeout=timeout) for c in CATEGORIES))
+        return "completed"
+
+    @workflow.update
+    async def accept(self, destination: str) -> str:
+        self._destination = destination
+        return "accepted"
+
+
+# ------------------------------------------------------------------- the stack
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process (all its threads) from /proc; None elsewhere."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state) of proc(5)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
+    """SIGTERM to the process group it leads, SIGKILL after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def spawn(args: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
+    # Its own session: Ctrl-C reaches only this process, which then stops the child.
+    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, **kw)
+
+
+def start_dev_server(port: int, tmp: Path, persistence: str) -> subprocess.Popen[bytes]:
+    temporal = Path(sys.executable).parent / "temporal"
+    args = [str(temporal), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+            "--headless", "--log-level", "error", *search_attributes.cli_flags(),
+            "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
+    if persistence == "file":
+        args += ["--db-filename", str(tmp / "temporal.db")]
+    return spawn(args, tmp / "temporal.log")
+
+
+async def connect(settings: Settings, proc: subprocess.Popen[bytes] | None) -> Client:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the dev server exited with code {proc.returncode}")
+        try:
+            return await connect_temporal(settings)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def database_url(db: str | None, tmp: Path) -> str:
+    if db is None:
+        return f"sqlite:///{tmp / 'platform.db'}"
+    return db if "://" in db else f"sqlite:///{Path(db).resolve()}"
+
+
+def settings_file(settings: Settings, path: Path) -> Path:
+    """What a worker subprocess needs to build the same Settings (secret included)."""
+    data = settings.model_dump(mode="json")
+    data["link_secret"] = settings.link_secret.get_secret_value()
+    path.write_text(json.dumps(data))
+    return path
+
+
+def start_worker(kind: str, settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
+    config = settings_file(settings, tmp / f"settings-{kind}.json")
+    return spawn([sys.executable, str(Path(__file__)), "worker", kind, str(config)],
+                 tmp / f"worker-{kind}.log", cwd=ROOT,
+                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def log_text(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+async def wait_ready(proc: subprocess.Popen[bytes], log: Path, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while "ready" not in log_text(log):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"a worker did not start ({log}):\n{log_text(log)[-2000:]}")
+        await asyncio.sleep(0.1)
+
+
+async def serve_worker(kind: str, settings: Settings) -> None:
+    """`bench_flow.py worker KIND SETTINGS.json`: one worker until SIGTERM."""
+    client = await connect_temporal(settings)
+    if kind == "project":
+        from worker import build_worker
+
+        engine = make_engine(settings.database_url)
+        worker = build_worker(client, settings, engine)
+    else:
+        # Imported by name (not __main__), so that the sandbox can import it again.
+        import bench_flow
+
+        worker = Worker(client, task_queue=settings.task_queue,
+                        workflows=[bench_flow.BareShape], activities=[bench_flow.bare_step],
+                        max_concurrent_activities=50)  # as build_worker does today
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with worker:
+        print("ready", flush=True)
+        await stop.wait()
+
+
+@dataclass
+class Stack:
+    """Everything a bench runs against; `open_stack` starts it and stops it all."""
+
+    tmp: Path
+    settings: Settings  # the project's (task queue, database, mail, links)
+    bare_settings: Settings
+    temporal: Client
+    engine: Engine
+    account_id: int
+    server: subprocess.Popen[bytes] | None
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def cpu(self) -> dict[str, float | None]:
+        """CPU seconds so far: server, each worker, and this process (driver, mail catcher)."""
+        return {"server": cpu_seconds(self.server.pid if self.server else None),
+                **{f"worker_{k}": cpu_seconds(p.pid) for k, p in self.workers.items()},
+                "driver": own_cpu_seconds()}
+
+    def check_alive(self) -> None:
+        for name, proc in [("dev server", self.server), *self.workers.items()]:
+            if proc is not None and proc.poll() is not None:
+                raise SystemExit(f"the {name} process exited with code {proc.returncode}; "
+                                 f"logs in {self.tmp}")
+
+
+@asynccontextmanager
+async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[str] = KINDS,
+                     http_port: int | None = None) -> AsyncIterator[Stack]:
+    from mailcatcher import start_catcher
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-flow-"))
+    own_server = server in ("memory", "file")
+    address = f"127.0.0.1:{free_port()}" if own_server else server
+    settings = Settings(
+        database_url=database_url(db, tmp), temporal_address=address,
+        task_queue=f"bench-{uuid.uuid4().hex}",
+        recordings_dir=tmp / "recordings", maildir=tmp / "mail", smtp_host="127.0.0.1",
+        smtp_port=free_port(), link_secret=SecretStr(uuid.uuid4().hex),
+        public_base_url=f"http://127.0.0.1:{http_port or 8000}", metrics_port=None)
+    bare_settings = settings.model_copy(update={"task_queue": settings.task_queue + "-bare"})
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    with Session(engine) as s:
+        org = create_org(s, f"Bench {tmp.name}", owner=f"owner.{tmp.name}@bench.test",
+                         admins=(ADMIN,), seats=seats)
+        s.commit()
+        assert org.id is not None
+        account_id = org.id
+    catcher = start_catcher("127.0.0.1", settings.smtp_port, settings.maildir)
+    proc = start_dev_server(int(address.rsplit(":", 1)[1]), tmp, server) if own_server else None
+    stack: Stack | None = None
+    finished = False
+    try:
+        temporal = await connect(settings, proc)
+        stack = Stack(tmp, settings, bare_settings, temporal, engine, account_id, proc)
+        for kind in kinds:
+            stack.workers[kind] = start_worker(
+                kind, settings if kind == "project" else bare_settings, tmp)
+        for kind, worker in stack.workers.items():
+            await wait_ready(worker, tmp / f"worker-{kind}.log")
+        yield stack
+        finished = True
+    finally:
+        for worker in (stack.workers.values() if stack else ()):
+            stop_process(worker)
+        if proc is not None:
+            stop_process(proc)
+        catcher.stop()
+        engine.dispose()
+        if finished:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"logs and data kept in {tmp}", file=sys.stderr)
+
+
+def seed_paid_invitees(stack: Stack, emails: list[str]) -> None:
+    """Paid individuals with a little of everything: the whole path runs, quickly."""
+    now = datetime.now(UTC)
+    with Session(stack.engine) as s:
+        for email in emails:
+            create_individual(s, stack.settings.recordings_dir, IndividualSpec(
+                email=email, first_name="Paid", last_name="Invitee", price_minor=1499,
+                period_start=now - timedelta(days=10), period_end=now + timedelta(days=20),
+                meetings=2, recordings=1, recording_bytes=4096, chat=5, contacts=2,
+                reports=1))
+        s.commit()
+
+
+async def bounded(items: list[str], concurrency: int,
+                  work: Callable[[str], Awaitable[None]]) -> None:
+    """`work(item)` for every item, `concurrency` at a time."""
+    pending = iter(items)
+
+    async def runner() -> None:
+        for item in pending:
+            await work(item)
+
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(max(1, min(concurrency, len(items)))):
+            tg.create_task(runner())
+
+
+# ------------------------------------------------------------------- one phase
+
+
+@dataclass
+class Histories:
+    events: list[int]
+    workflow_tasks: list[int]
+    activities: list[int]  # scheduled, retries not counted
+    local_activities: list[int]  # MARKER_RECORDED
+    timers: list[int]
+    actions: list[int]  # estimate, see README
+    closed_at: dict[str, datetime]
+    by_type: Counter[str]
+    # Scheduled -> started, in seconds, of every workflow task and activity: queueing.
+    workflow_task_waits: list[float] = field(default_factory=list)
+    activity_waits: list[float] = field(default_factory=list)
+
+
+ACTION_EVENTS = {  # what a Temporal Cloud "action" is, approximately, as history events
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_MARKER_RECORDED, EventType.EVENT_TYPE_TIMER_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
+    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
+    EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
+}
+
+
+async def read_histories(temporal: Client, ids: list[str]) -> Histories:
+    h = Histories([], [], [], [], [], [], {}, Counter())
+
+    async def one(wid: str) -> None:
+        history = await temporal.get_workflow_handle(wid).fetch_history()
+        types = [e.event_type for e in history.events]
+        counts = Counter(types)
+        h.events.append(len(types))
+        h.workflow_tasks.append(counts[EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])
+        h.activities.append(counts[EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED])
+        h.local_activities.append(counts[EventType.EVENT_TYPE_MARKER_RECORDED])
+        h.timers.append(counts[EventType.EVENT_TYPE_TIMER_STARTED])
+        h.actions.append(sum(n for t, n in counts.items() if t in ACTION_EVENTS))
+        h.by_type.update(EventType.Name(t).removeprefix("EVENT_TYPE_").lower() for t in types)
+        last = history.events[-1]
+        h.closed_at[wid] = last.event_time.ToDatetime(tzinfo=UTC)
+        scheduled = {e.event_id: e.event_time.ToNanoseconds() for e in history.events}
+        for e in history.events:
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
+                since, waits = (e.workflow_task_started_event_attributes.scheduled_event_id,
+                                h.workflow_task_waits)
+            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+                since, waits = (e.activity_task_started_event_attributes.scheduled_event_id,
+                                h.activity_waits)
+            else:
+                continue
+            if since in scheduled:
+                waits.append((e.event_time.ToNanoseconds() - scheduled[since]) / 1e9)
+
+    await bounded(ids, 16, one)
+    return h
+
+
+@dataclass
+class Phase:
+    kind: str
+    round: int
+    n: int
+    concurrency: int
+    window_s: float  # first accept -> last completion (server time)
+    completions_per_s: float
+    accept_to_done_p50_s: float
+    accept_to_done_max_s: float
+    events_mean: float
+    events_max: int
+    workflow_tasks_mean: float
+    activities_mean: float
+    local_activities_mean: float
+    timers_mean: float
+    actions_mean: float
+    workflow_task_wait_ms: float  # mean scheduled -> started
+    activity_wait_ms: float
+    cpu_ms_per_invitation: dict[str, float | None]  # server, worker, driver; whole phase
+    phase_s: float  # first start -> last completion (wall)
+    not_completed: int
+    problems: list[str]
+    events_by_type: dict[str, float]
+
+
+def summarise(kind: str, rnd: int, n: int, concurrency: int, accepted_at: dict[str, float],
+              h: Histories, cpu0: dict[str, float | None], cpu1: dict[str, float | None],
+              phase_s: float, not_completed: int, problems: list[str]) -> Phase:
+    first = min(accepted_at.values())
+    closed = {w: t.timestamp() for w, t in h.closed_at.items()}
+    window = max(closed.values()) - first
+    latencies = sorted(closed[w] - accepted_at[w] for w in accepted_at if w in closed)
+
+    def per_invitation(key: str) -> float | None:
+        a, b = cpu0.get(key), cpu1.get(key)
+        return None if a is None or b is None else round((b - a) * 1000 / n, 1)
+
+    return Phase(
+        kind=kind, round=rnd, n=n, concurrency=concurrency, window_s=round(window, 2),
+        completions_per_s=round(n / window, 2),
+        accept_to_done_p50_s=round(statistics.median(latencies), 2),
+        accept_to_done_max_s=round(latencies[-1], 2),
+        events_mean=round(statistics.fmean(h.events), 1), events_max=max(h.events),
+        workflow_tasks_mean=round(statistics.fmean(h.workflow_tasks), 1),
+        activities_mean=round(statistics.fmean(h.activities), 1),
+        local_activities_mean=round(statistics.fmean(h.local_activities), 1),
+        timers_mean=round(statistics.fmean(h.timers), 1),
+        actions_mean=round(statistics.fmean(h.actions), 1),
+        workflow_task_wait_ms=round(statistics.fmean(h.workflow_task_waits or [0]) * 1000),
+        activity_wait_ms=round(statistics.fmean(h.activity_waits or [0]) * 1000),
+        cpu_ms_per_invitation={"server": per_invitation("server"),
+                               "worker": per_invitation(f"worker_{kind}"),
+                               "driver": per_invitation("driver")},
+        phase_s=round(phase_s, 2), not_completed=not_completed, problems=problems[:5],
+        events_by_type={t: round(c / len(h.events), 2) for t, c in sorted(h.by_type.items())},
+    )
+
+
+async def bare_phase(stack: Stack, rnd: int, n: int, concurrency: int) -> Phase:
+    tag = uuid.uuid4().hex[:6]
+    ids = [f"bench-bare-{tag}-{i:05d}" for i in range(n)]
+    temporal, tq = stack.temporal, stack.bare_settings.task_queue
+    problems: list[str] = []
+    accepted_at: dict[str, float] = {}
+    cpu0, t0 = stack.cpu(), time.monotonic()
+
+    async def start(wid: str) -> None:
+        await temporal.start_workflow(BareShape.run, wid, id=wid, task_queue=tq)
+
+    async def accept(wid: str) -> None:
+        accepted_at[wid] = time.time()
+        answer = await temporal.get_workflow_handle_for(BareShape.run, wid).execute_update(
+            BareShape.accept, RefundDestination.ORIGINAL_PAYMENT_METHOD.value)
+        if answer != "accepted":
+            problems.append(f"{wid}: accept answered {answer!r}")
+
+    async def done(wid: str) -> None:
+        result = await temporal.get_workflow_handle_for(BareShape.run, wid).result()
+        if result != "completed":
+            problems.append(f"{wid}: ended {result!r}")
+
+    await bounded(ids, concurrency, start)
+    await bounded(ids, concurrency, accept)
+    await bounded(ids, len(ids), done)
+    cpu1, phase_s = stack.cpu(), time.monotonic() - t0
+    h = await read_histories(temporal, ids)
+    return summarise("bare", rnd, n, concurrency, accepted_at, h, cpu0, cpu1, phase_s,
+                     len(problems), problems)
+
+
+async def project_phase(stack: Stack, rnd: int, n: int, concurrency: int) -> Phase:
+    tag = uuid.uuid4().hex[:6]
+    emails = [f"paid.{tag}.{i:05d}@bench.test" for i in range(n)]
+    await asyncio.to_thread(seed_paid_invitees, stack, emails)
+    client = InvitationsClient(stack.temporal, stack.settings, stack.engine)
+    problems: list[str] = []
+    accepted_at: dict[str, float] = {}
+    refund = AcceptRequest(refund_destination=RefundDestination.ORIGINAL_PAYMENT_METHOD)
+    cpu0, t0 = stack.cpu(), time.monotonic()
+
+    async def accept(wid: str) -> None:
+        accepted_at[wid] = time.time()
+        outcome = await client.accept(wid, refund)
+        if outcome.outcome != "accepted":
+            problems.append(f"{wid}: accept answered {outcome.outcome}")
+
+    async def done(wid: str) -> None:
+        await stack.temporal.get_workflow_handle(wid).result()
+
+    rows = await client.invite_many(
+        [InviteRequest(account_id=stack.account_id, invited_by=ADMIN, email=e,
+                       first_name="Paid", last_name=f"No{i}", user_type="licensed")
+         for i, e in enumerate(emails)], concurrency=concurrency)
+    # A row whose bookkeeping failed may still have started its workflow: run it too.
+    problems += [f"{r.email}: invite {r.outcome}: {r.error.message}" for r in rows
+                 if r.error is not None]
+    ids = [r.invitation_id for r in rows if r.invitation_id is not None]
+    await bounded(ids, concurrency, accept)
+    await bounded(ids, len(ids), done)
+    cpu1, phase_s = stack.cpu(), time.monotonic() - t0
+    statuses: dict[str, str] = {}
+
+    async def status(wid: str) -> None:
+        statuses[wid] = (await client.status(wid)).status.value
+
+    await bounded(ids, 16, status)
+    unfinished = [w for w, s in statuses.items() if s != "completed"]
+    problems += [f"{w}: ended {statuses[w]}" for w in unfinished]
+    h = await read_histories(stack.temporal, ids)
+    return summarise("project", rnd, len(ids), concurrency, accepted_at, h, cpu0, cpu1,
+                     phase_s, n - len(ids) + len(unfinished), problems)
+
+
+# ------------------------------------------------------------------- the run
+
+
+async def run(args: argparse.Namespace) -> list[Phase]:
+    concurrency = args.concurrency or args.n
+    phases: list[Phase] = []
+    async with open_stack(args.server, args.db, seats=args.n * args.repeat + 10) as stack:
+        for rnd in range(1, args.repeat + 1):
+            for kind in KINDS:
+                stack.check_alive()
+                phase = bare_phase if kind == "bare" else project_phase
+                async with asyncio.timeout(args.timeout):
+                    phases.append(await phase(stack, rnd, args.n, concurrency))
+                if not args.json:
+                    p = phases[-1]
+                    print(f"round {rnd} {kind:7}: {p.completions_per_s:6.2f} completions/s, "
+                          f"{p.events_mean:.0f} events, {p.not_completed} not completed",
+                          file=sys.stderr, flush=True)
+    return phases
+
+
+def mean_of(phases: list[Phase], kind: str, get: Callable[[Phase], float | None]) -> float | None:
+    values = [v for p in phases if p.kind == kind and (v := get(p)) is not None]
+    return statistics.fmean(values) if values else None
+
+
+def summary(phases: list[Phase]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        out[kind] = {
+            "completions_per_s": mean_of(phases, kind, lambda p: p.completions_per_s),
+            "events_mean": mean_of(phases, kind, lambda p: p.events_mean),
+            "events_max": max(p.events_max for p in phases if p.kind == kind),
+            "timers_mean": mean_of(phases, kind, lambda p: p.timers_mean),
+            "workflow_tasks_mean": mean_of(phases, kind, lambda p: p.workflow_tasks_mean),
+            "activities_mean": mean_of(phases, kind, lambda p: p.activities_mean),
+            "actions_mean": mean_of(phases, kind, lambda p: p.actions_mean),
+            "server_cpu_ms": mean_of(phases, kind, lambda p: p.cpu_ms_per_invitation["server"]),
+            "worker_cpu_ms": mean_of(phases, kind, lambda p: p.cpu_ms_per_invitation["worker"]),
+        }
+    bare, project = out["bare"]["completions_per_s"], out["project"]["completions_per_s"]
+    out["ratio"] = round(project / bare, 3) if bare and project else None
+    out["ratios_per_round"] = [
+        round(p.completions_per_s / b.completions_per_s, 3)
+        for b, p in zip([p for p in phases if p.kind == "bare"],
+                        [p for p in phases if p.kind == "project"], strict=True)]
+    out["bar"] = {"ratio_at_least_0.6": (out["ratio"] or 0) >= 0.6,
+                  "events_at_most_70": (out["project"]["events_mean"] or 999) <= 70}
+    return out
+
+
+def print_report(args: argparse.Namespace, phases: list[Phase], total: dict[str, Any],
+                 load: tuple[float, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.0f}"
+
+    concurrency = args.concurrency or args.n
+    table = Table(title=f"{args.n} invitations per phase, concurrency {concurrency}, "
+                        f"dev server {args.server}")
+    heads = ["Phase", "Completions/s", "Window s", "Accept->done p50 s", "Events mean/max",
+             "WF tasks", "Activities", "Local act.", "Actions~", "WFT wait ms",
+             "Act. wait ms", "Server CPU ms/inv",
+             "Worker CPU ms/inv", "Not done"]
+    for h in heads:
+        table.add_column(h, justify="left" if h == "Phase" else "right")
+    md = ["| " + " | ".join(heads) + " |", "|---" + "|---:" * (len(heads) - 1) + "|"]
+    for p in phases:
+        cells = [f"{p.kind} {p.round}", f"{p.completions_per_s:.1f}", f"{p.window_s:.1f}",
+                 f"{p.accept_to_done_p50_s:.1f}", f"{p.events_mean:.0f} / {p.events_max}",
+                 f"{p.workflow_tasks_mean:.1f}", f"{p.activities_mean:.1f}",
+                 f"{p.local_activities_mean:.1f}", f"{p.actions_mean:.1f}",
+                 f"{p.workflow_task_wait_ms:.0f}", f"{p.activity_wait_ms:.0f}",
+                 ms(p.cpu_ms_per_invitation["server"]), ms(p.cpu_ms_per_invitation["worker"]),
+                 str(p.not_completed)]
+        table.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    console = Console(width=None if sys.stdout.isatty() else 220)
+    console.print(table)
+    b, p = total["bare"], total["project"]
+    ratio = total["ratio"]
+    console.print(
+        f"Project {p['completions_per_s']:.1f}/s vs bare {b['completions_per_s']:.1f}/s: "
+        f"ratio {ratio:.2f}x (per round: {', '.join(f'{r:.2f}' for r in total['ratios_per_round'])}"
+        f"; issue #13 bar >= 0.6: {'met' if total['bar']['ratio_at_least_0.6'] else 'NOT met'})"
+        if ratio else "No ratio: a phase completed nothing.")
+    console.print(
+        f"Events per paid invitation: mean {p['events_mean']:.0f}, max {p['events_max']}, "
+        f"{p['timers_mean']:.2f} timers each (the accept came after the wait began) "
+        f"(bare {b['events_mean']:.0f}; bar mean <= 70: "
+        f"{'met' if total['bar']['events_at_most_70'] else 'NOT met'}).")
+    console.print(
+        f"CPU per invitation, whole phase: server {ms(p['server_cpu_ms'])} ms vs bare "
+        f"{ms(b['server_cpu_ms'])} ms; worker {ms(p['worker_cpu_ms'])} ms vs bare "
+        f"{ms(b['worker_cpu_ms'])} ms (worker = its own subprocess, read from /proc).")
+    for phase in phases:
+        for problem in phase.problems:
+            console.print(f"[yellow]{phase.kind} {phase.round}: {problem}[/yellow]")
+    console.print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
+                  f"{platform.python_version()}; load average {load[0]:.2f} before, "
+                  f"{load[1]:.2f} after (1 min).")
+    print("\nMarkdown:\n" + "\n".join(md))
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "worker":  # the subprocess started by open_stack
+        settings = Settings(**json.loads(Path(sys.argv[3]).read_text()))
+        asyncio.run(serve_worker(sys.argv[2], settings))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="invitations per phase")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="starts/accepts in flight (default: all N at once)")
+    parser.add_argument("--repeat", type=int, default=2, help="rounds of (bare, project)")
+    parser.add_argument("--server", default="memory",
+                        help="memory or file: own dev server (in memory, or a SQLite file "
+                             "in the temp dir); HOST:PORT: a running server with our search "
+                             "attributes (its CPU is not measured)")
+    parser.add_argument("--db", default=None,
+                        help="platform database: SQLite path or SQLAlchemy URL "
+                             "(default: a SQLite file in a temp dir)")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per phase")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.n < 1 or args.repeat < 1:
+        parser.error("--n and --repeat must be at least 1")
+    # SIGTERM as Ctrl-C: asyncio.run then cancels the run, whose `finally`s stop the stack.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    load0 = os.getloadavg()[0]
+    try:
+        phases = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        raise SystemExit("interrupted: the servers and workers it started are stopped") from None
+    total = summary(phases)
+    load = (load0, os.getloadavg()[0])
+    if args.json:
+        print(json.dumps({"args": vars(args), "summary": total, "load_average": load,
+                          "cpus": os.cpu_count(), "phases": [asdict(p) for p in phases]},
+                         indent=2, default=str))
+    else:
+        print_report(args, phases, total, load)
+
+
+if __name__ == "__main__":
+    main()
