@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from config import (
     Settings,
@@ -93,6 +94,10 @@ def build_worker(
         workflows=[InvitationWorkflow],
         activities=activities if activities is not None else build_activities(settings, engine),
         max_concurrent_activities=max_concurrent_activities,
+        # Modules are imported once, not per workflow run: the sandbox still guards
+        # against non-deterministic calls, and the worker spends its CPU on workflows.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()),
         **kwargs,
     )
 

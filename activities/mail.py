@@ -139,19 +139,41 @@ class MailActivities:
 
     @activity.defn(name="send_emails")
     async def send_emails(self, batch: EmailBatch) -> list[EmailResult]:
-        """Each message in order; a retry skips the ones already sent (their keys)."""
-        return [await self.send_email(req) for req in batch.messages]
+        """Each message in order over one SMTP session; a retry skips the ones already
+        sent (their keys)."""
+        smtp: aiosmtplib.SMTP | None = None
+        try:
+            results = []
+            for req in batch.messages:
+                if smtp is None:
+                    smtp = aiosmtplib.SMTP(hostname=self.settings.smtp_host,
+                                           port=self.settings.smtp_port, timeout=10)
+                    await smtp.connect()
+                results.append(await self._send(req, smtp))
+            return results
+        finally:
+            if smtp is not None and smtp.is_connected:
+                try:
+                    await smtp.quit()
+                except aiosmtplib.SMTPException:
+                    smtp.close()
 
     @activity.defn(name="send_email")
     async def send_email(self, req: EmailRequest) -> EmailResult:
+        return await self._send(req, None)
+
+    async def _send(self, req: EmailRequest, smtp: aiosmtplib.SMTP | None) -> EmailResult:
         done = await asyncio.to_thread(self._already_sent, req.message_key)
         if done is not None:
             return EmailResult(message_key=req.message_key, sent=False, subject=done.subject)
         rendered = self.renderer.render(req)
         msg = build_message(self.settings, req, rendered)
         try:
-            await aiosmtplib.send(msg, hostname=self.settings.smtp_host,
-                                  port=self.settings.smtp_port, timeout=10)
+            if smtp is not None:
+                await smtp.send_message(msg)
+            else:
+                await aiosmtplib.send(msg, hostname=self.settings.smtp_host,
+                                      port=self.settings.smtp_port, timeout=10)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # The address itself is refused: retrying will not change that.
             raise ApplicationError(f"recipient refused: {req.to}", type=ERR_MAIL_REJECTED,
