@@ -14,6 +14,8 @@ from typing import TypeVar
 
 from temporalio import workflow
 
+from workflows.details import describe_failure
+
 T = TypeVar("T")
 
 
@@ -52,8 +54,9 @@ class Compensations:
             try:
                 await undo()
             except Exception as err:  # an undo failed for good: keep it, carry on
-                workflow.logger.error("compensation %s failed: %s", name, err)
-                failed.append(f"{name}: {err}")
+                reason = describe_failure(err)
+                workflow.logger.error("compensation %s failed: %s", name, reason)
+                failed.append(f"{name}: {reason}")
                 left.append((name, undo))
         self._undo = list(reversed(left))
         return failed
