@@ -136,7 +136,8 @@ class InvitationWorkflow(Moving):
         try:
             await self._wait_for_decision()
         except asyncio.CancelledError:
-            if self._status in OPEN:
+            # Accepted but not yet linked is still "before anything moved".
+            if self._status in OPEN or self._status == S.ACCEPTED:
                 await shielded(lambda: self._transition(S.CANCELLED, "cancelled",
                                                         "Cancelled by an operator"))
                 await shielded(lambda: self._tell(*ENDING_MAILS[S.CANCELLED]))
