@@ -1,6 +1,10 @@
-"""Replay tier: every committed history (tests/histories/*.json, one per path) replays
-against today's InvitationWorkflow. A change that would break running invitations fails
-here. Regenerate the histories with `UPDATE_HISTORIES=1 pytest tests/test_workflow*.py`."""
+"""Replay tier: every committed history replays against today's InvitationWorkflow.
+tests/histories/*.json are this version's paths; tests/histories/v1/ holds those of the
+first version (before the "invitation-v2" patch), which must keep replaying on the frozen
+workflows/v1 as long as such invitations may run. A change that would break running
+invitations fails here. Regenerate this version's histories with
+`UPDATE_HISTORIES=1 pytest -k sqlite tests/test_workflow*.py tests/test_saga*.py
+tests/test_concurrency.py` (never the v1 ones)."""
 
 from __future__ import annotations
 
@@ -16,13 +20,21 @@ from temporalio.worker import Replayer
 from models.payloads import InvitationInput, InvitationResult
 from workflows.invitation import InvitationWorkflow
 
-HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
+ROOT = Path(__file__).resolve().parent / "histories"
+HISTORIES = sorted(ROOT.glob("*.json"))
+V1_HISTORIES = sorted((ROOT / "v1").glob("*.json"))
 # Every path of the process has a committed history (see the tests named in each file).
-EXPECTED = {
+V1_PATHS = {
     "free_user_completed", "paid_user_refund_completed", "blocked_by_other_user_then_completed",
     "blocked_by_room_then_completed", "declined", "expired", "resent_then_expired", "revoked",
     "accepted_by_signal", "two_clicks_one_refund", "transfer_failed_compensated",
     "transient_failure_retried", "worker_restarted_mid_chat", "completed_with_search_attributes",
+}
+EXPECTED = V1_PATHS | {
+    "cancel_during_mail", "cancel_during_check", "cancel_during_link", "cancel_during_refund",
+    "cancel_during_finalise", "finalise_stuck_then_completed", "needs_attention_then_retried",
+    "continued_as_new_then_completed", "failed_join_told_what_was_undone",
+    "refused_already_joining_then_joined_elsewhere",
 }
 
 
@@ -32,9 +44,11 @@ def load(path: Path) -> WorkflowHistory:
 
 def test_every_path_has_a_committed_history() -> None:
     assert EXPECTED <= {p.stem for p in HISTORIES}
+    assert V1_PATHS <= {p.stem for p in V1_HISTORIES}
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("path", HISTORIES + V1_HISTORIES,
+                         ids=[p.stem for p in HISTORIES] + [f"v1-{p.stem}" for p in V1_HISTORIES])
 async def test_history_replays(path: Path) -> None:
     replayer = Replayer(workflows=[InvitationWorkflow], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(load(path))  # raises on any non-determinism
@@ -55,6 +69,7 @@ class ChangedInvitationWorkflow(InvitationWorkflow):
 async def test_replay_detects_a_non_deterministic_change() -> None:
     replayer = Replayer(workflows=[ChangedInvitationWorkflow],
                         data_converter=pydantic_data_converter)
-    history = load(next(p for p in HISTORIES if p.stem == "free_user_completed"))
-    with pytest.raises(workflow.NondeterminismError):
-        await replayer.replay_workflow(history)
+    for histories in (HISTORIES, V1_HISTORIES):
+        history = load(next(p for p in histories if p.stem == "free_user_completed"))
+        with pytest.raises(workflow.NondeterminismError):
+            await replayer.replay_workflow(history)

@@ -107,6 +107,7 @@ async def test_finalise_failing_before_its_commit_alerts_and_retries_until_it_co
         assert copies(engine, world.invitation)[Category.RECORDINGS] == 2
         held.set()
         result = await handle.result()
+        await save_history(handle, "finalise_stuck_then_completed")
     assert result.status == InvitationStatus.COMPLETED and result.progress.alert is None
     assert "unlinked" not in events(engine, world.invitation)
     assert [r.kind for r in ledger(engine, world.invitation)] == ["refund"]
@@ -169,6 +170,7 @@ async def test_an_undo_failing_for_good_needs_attention_until_an_operator_retrie
                                             RetryCompensation(by="ops@meet.example"))
         assert after.status == InvitationStatus.FAILED
         result = await handle.result()
+        await save_history(handle, "needs_attention_then_retried")
     assert result.progress.undo_left == [] and result.progress.alert is None
     assert sum(copies(engine, world.invitation).values()) == 0
     assert source_counts(engine, world) == world.source_counts
@@ -190,7 +192,7 @@ async def test_a_failed_join_tells_both_what_was_undone(
         handle = await start(ts_env.client, settings, invitation_input(world))
         await handle.execute_update(InvitationWorkflow.accept, CREDIT)
         result = await handle.result()
-        await save_history(handle, "v2_transfer_failed_compensated")
+        await save_history(handle, "failed_join_told_what_was_undone")
     assert result.status == InvitationStatus.FAILED
     payment = result.progress.payment
     assert payment is not None and payment.status == "reversed" and payment.amount_minor > 0
@@ -221,6 +223,7 @@ async def test_a_long_wait_continues_as_new_and_keeps_its_state(
         outcome = await handle.execute_update(InvitationWorkflow.accept, CREDIT)
         assert outcome.outcome == "accepted"
         result = await handle.result()
+        await save_history(handle, "continued_as_new_then_completed")
     assert result.status == InvitationStatus.COMPLETED
     invitations = [k for k in mails(engine, world.invitation) if k == "invitation"]
     assert len(invitations) == 13  # the first mail and one per resend, none twice

@@ -42,6 +42,7 @@ from tests.workflow_helpers import (
     make_world,
     progress,
     real_activity,
+    save_history,
     start,
     user,
 )
@@ -120,6 +121,7 @@ async def test_a_cancel_during_each_step(
                 await handle.result()
         if accepting is not None:
             await asyncio.gather(accepting, return_exceptions=True)
+        await save_history(handle, f"cancel_during_{point}")
     row = invitation_row(engine, world.invitation)
     assert row is not None and row.status == ending
     invitee = user(engine, world.user_id)
