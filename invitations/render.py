@@ -24,6 +24,8 @@ STATE_LABELS = {
     "revoked": "revoked",
     "failed_compensated": "failed (undone)",
     "joined_elsewhere": "ended: joined another account",
+    "cancelled": "cancelled by an operator",
+    "needs_attention": "needs attention (an undo failed)",
 }
 OUTCOME_STYLES = {Outcome.STARTED: "green", Outcome.ALREADY_PENDING: "yellow",
                   Outcome.ERROR: "red"}
@@ -100,6 +102,12 @@ def progress_tables(p: Progress) -> list[Table]:
         facts.append(("Reports left behind", p.reports_left_behind))
     if p.failure_reason:
         facts.append(("Failure", p.failure_reason))
+    if p.mail_problem:
+        facts.append(("Mail", p.mail_problem))
+    if p.alert:
+        facts.append(("Needs an operator", p.alert.replace("_", " ")))
+    for step in p.undo_left:
+        facts.append(("Still to undo", step))
     main = Table(title=f"Invitation of {p.email}", show_header=False)
     main.add_column(style="bold")
     main.add_column(overflow="fold")

@@ -50,7 +50,8 @@ from observability import configure_logging
 
 # Never accepted, so there is nothing to follow: the status page is gone too.
 UNACCEPTED_ENDINGS = {InvitationStatus.EXPIRED, InvitationStatus.REVOKED,
-                      InvitationStatus.DECLINED, InvitationStatus.JOINED_ELSEWHERE}
+                      InvitationStatus.DECLINED, InvitationStatus.JOINED_ELSEWHERE,
+                      InvitationStatus.CANCELLED}
 router = APIRouter()
 
 

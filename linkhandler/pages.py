@@ -43,6 +43,7 @@ GONE_TITLES = {
     "completed": "This invitation has already been used",
     "failed_compensated": "Joining did not complete",
     "joined_elsewhere": "You joined another account",
+    "cancelled": "This invitation was withdrawn",
     "superseded": "A newer invitation email was sent",
     "unavailable": "This invitation is no longer available",
 }

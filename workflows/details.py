@@ -73,4 +73,9 @@ def current_details(p: Progress) -> str:
                      + ", ".join(f"{s.key} ({s.why})" for s in p.settings_changed))
     if p.failure_reason:
         lines.append(f"Failure: {p.failure_reason}")
+    if p.mail_problem:
+        lines.append(f"Mail: {p.mail_problem}")
+    if p.alert:
+        lines.append(f"**Alert: {p.alert}**")
+    lines += [f"- still to undo: {step}" for step in p.undo_left]
     return "\n".join(lines)
