@@ -21,7 +21,9 @@ or make the write one conditional statement and check its row count.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -96,16 +98,35 @@ def _writer(engine: Engine) -> Engine:
     return engine.execution_options(**{_BEGIN: "IMMEDIATE"})
 
 
-def write_session(engine: Engine) -> Session:
+_LOCKS: dict[str, threading.RLock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _writers_in_turn(engine: Engine) -> AbstractContextManager[object]:
+    """On SQLite, this process's writers take turns on a mutex before BEGIN IMMEDIATE.
+    SQLite's own busy handler makes a waiting writer sleep up to 100 ms between tries,
+    so under contention the lock sits free while waiters sleep; a mutex hands it on at
+    once. Other processes still meet at SQLite's lock (busy_timeout)."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(str(engine.url), threading.RLock())
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[Session]:
     """A Session for a transaction that writes: on SQLite each of its transactions (a new
     one after every commit) begins IMMEDIATE. `with write_session(engine) as session:`."""
-    return Session(_writer(engine))
+    with _writers_in_turn(engine), Session(_writer(engine)) as session:
+        yield session
 
 
-def write_transaction(engine: Engine) -> AbstractContextManager[Connection]:
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
     """Like `engine.begin()` (a Core connection, committed on exit, rolled back on error),
     beginning IMMEDIATE on SQLite. `with write_transaction(engine) as conn:`."""
-    return _writer(engine).begin()
+    with _writers_in_turn(engine), _writer(engine).begin() as conn:
+        yield conn
 
 
 def init_db(engine: Engine) -> None:
