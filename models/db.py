@@ -46,6 +46,10 @@ MAX_OVERFLOW = 40
 
 _BEGIN = "invites_sqlite_begin"  # execution option read by the SQLite `begin` hook
 
+# `result.rowcount` of an INSERT (e.g. INSERT ... SELECT ... ON CONFLICT DO NOTHING) is
+# only kept by SQLAlchemy with this option: psycopg forgets it once the cursor closes.
+_OPTIONS = {"preserve_rowcount": True}
+
 
 def make_engine(
     url: str, *, busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
@@ -56,7 +60,7 @@ def make_engine(
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout_seconds, foreign_keys)
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
-                         max_overflow=MAX_OVERFLOW)
+                         max_overflow=MAX_OVERFLOW, execution_options=_OPTIONS)
 
 
 def engine_from(settings: Settings) -> Engine:
@@ -69,8 +73,9 @@ def _sqlite_engine(url: str, busy_timeout_seconds: float, foreign_keys: bool) ->
     path = url.split("///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False,
-                                              "timeout": busy_timeout_seconds})
+    engine = create_engine(url, execution_options=_OPTIONS,
+                           connect_args={"check_same_thread": False,
+                                         "timeout": busy_timeout_seconds})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
