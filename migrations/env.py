@@ -56,6 +56,7 @@ def run_migrations_online() -> None:
             context.configure(
                 connection=conn, target_metadata=target_metadata, compare_type=True,
                 render_as_batch=conn.dialect.name == "sqlite", render_item=render_item,
+                transactional_ddl=True,  # our BEGIN covers SQLite's DDL too (models/db.py)
             )
             with context.begin_transaction():
                 context.run_migrations()
