@@ -34,6 +34,7 @@ from models.activity_io import (
     UndoneTransfer,
     UndoTransfer,
 )
+from models.db import write_session, write_transaction
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES, reports_left_behind, settings_changes
 from models.tables import Account, Recording, User, UserSetting
@@ -156,7 +157,7 @@ class TransferActivities:
         one transaction. Returns (new checkpoint, rows inserted, 0 bytes), None when done."""
         table = self._table(t.category)
         source = self._source_filter(table, t)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             ids = select(table.c.id).where(*source, table.c.id > checkpoint) \
                 .order_by(table.c.id).limit(t.batch_size).subquery()
             upto = conn.execute(select(func.max(ids.c.id))).scalar_one()
@@ -180,7 +181,7 @@ class TransferActivities:
         """Apply the organisation's locks to staged settings; count what is staged and
         which reports stay behind (reported by transfer_profile)."""
         view = source_view(t.user_id, t.source_account_id)
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             changed: list[Any] = []
             reports = 0
             if t.category == Category.SETTINGS:
@@ -270,7 +271,7 @@ class TransferActivities:
             "source_id": src.id, "staged": True, "path": rel, "size_bytes": size,
         }
         table = self._table(Category.RECORDINGS)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             stmt = _insert(self.engine, table).values(**values) \
                 .on_conflict_do_nothing(index_elements=STAGING_KEY)
             return max(int(conn.execute(stmt).rowcount or 0), 0)
@@ -285,7 +286,7 @@ class TransferActivities:
         """Delete this invitation's staged copies (never a source row, never a live one)."""
         table = self._table(req.category)
         root = Path(self.settings.recordings_dir)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             if req.category == Category.RECORDINGS:
                 for (path,) in conn.execute(select(table.c.path).where(
                         table.c.invitation_id == req.invitation_id, table.c.staged == True)):  # noqa: E712

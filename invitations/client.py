@@ -46,7 +46,7 @@ from invitations.models import (
 )
 from invitations.starting import BulkStart, error_row
 from invitations.validation import Checked, Inviter, check_inviter, validate
-from models.db import as_utc
+from models.db import as_utc, write_session
 from models.links import signed_acceptance_url
 from models.payloads import (
     FINAL_STATUS_VALUES,
@@ -259,7 +259,7 @@ class InvitationsClient:
         """Show a resend's new expiry or a revoke's end in the Pending list at once (the
         workflow's activities write the same values; only expiry and final statuses are
         written here, so a late write never undoes a newer state)."""
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             row = session.get(Invitation, progress.invitation_id)
             if row is None:
                 return

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session
 from temporalio.client import Client
 from temporalio.common import (
     SearchAttributePair,
@@ -26,6 +25,7 @@ from invitations.errors import InvitationError, StartFailed
 from invitations.models import ErrorInfo, InviteRequest, Outcome, RowResult
 from invitations.validation import Checked, Inviter
 from models import search_attributes as sa
+from models.db import write_session
 from models.payloads import InvitationInput, InvitationStatus
 from models.records import upsert_invitation
 
@@ -98,7 +98,7 @@ class BulkStart:
                 await asyncio.to_thread(self._write_rows, items)
 
     def _write_rows(self, items: list[_Write]) -> None:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             for wid, inp, user_id, invited_at, expires_at in items:
                 upsert_invitation(session, wid, inp, invited_by_user_id=user_id,
                                   invited_at=invited_at, expires_at=expires_at)
