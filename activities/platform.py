@@ -37,7 +37,7 @@ from models.activity_io import (
     ReverseRefund,
     StatusChange,
 )
-from models.db import as_utc
+from models.db import as_utc, write_session
 from models.ids import refund_idempotency_key, reversal_idempotency_key
 from models.money import prorated_refund_minor
 from models.payloads import FINAL_STATUS_VALUES, Category, Payment, RefundDestination
@@ -146,7 +146,7 @@ class PlatformActivities:
 
     def _register_invitation(self, req: RegisterInvitation) -> RegisteredInvitation:
         inp = req.input
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             account = session.get(Account, inp.account_id)
             if account is None:
                 raise ApplicationError(f"account {inp.account_id} does not exist",
@@ -171,7 +171,7 @@ class PlatformActivities:
         await asyncio.to_thread(self._record_status, change)
 
     def _record_status(self, change: StatusChange) -> None:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             row = session.get(Invitation, change.invitation_id)
             if row is None:
                 return  # nothing registered (yet): the workflow registers first
@@ -233,7 +233,7 @@ class PlatformActivities:
         return await asyncio.to_thread(self._link_member, req)
 
     def _link_member(self, req: LinkMember) -> Membership:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             # Lock the organisation's row (PostgreSQL: SELECT ... FOR UPDATE) so that two
             # invitations linking at once cannot both take the last licensed seat. SQLite
             # serialises writers, and a stale reader fails its write and is retried.
@@ -297,7 +297,7 @@ class PlatformActivities:
         await asyncio.to_thread(self._unlink_member, m)
 
     def _unlink_member(self, m: Membership) -> None:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             event = _last_link_event(session, m.invitation_id)
             if event is None or event.kind != "linked":
                 return  # never linked by this invitation, or already unlinked
@@ -327,7 +327,7 @@ class PlatformActivities:
 
     def _pay_refund(self, req: PayRefund) -> Payment:
         at = as_utc(req.at)
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             refunds = _refunds(session, req.invitation_id)
             if refunds and not _reversed(session, req.invitation_id, len(refunds)):
                 return _payment(refunds[-1], "paid")  # this round already paid
@@ -375,7 +375,7 @@ class PlatformActivities:
         return await asyncio.to_thread(self._reverse_refund, req)
 
     def _reverse_refund(self, req: ReverseRefund) -> Payment:
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             refunds = _refunds(session, req.invitation_id)
             key = reversal_idempotency_key(req.invitation_id, max(1, len(refunds)))
             refund = refunds[-1] if refunds else None
@@ -427,7 +427,7 @@ class PlatformActivities:
                     table.c.staged == False,  # noqa: E712
                     table.c.invitation_id.is_(None))
 
-        with Session(self.engine) as session:
+        with write_session(self.engine) as session:
             # Source files first: the staged copies are verified, and a retry after a crash
             # between the two steps still finds the rows (and tolerates the missing files).
             if req.source_account_id is not None:
