@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import OperationalError, StatementError
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
 from config import Settings
 from models.db import make_engine, write_session, write_transaction
@@ -54,7 +54,7 @@ def race(engine: Engine, open_session: Callable[[Engine], Session], *,
     _meta.create_all(engine)
     with engine.begin() as conn:
         conn.execute(insert(counter).values(id=1, value=0))
-    barrier, errors = threading.Barrier(2), []
+    barrier, errors = threading.Barrier(2), list[BaseException]()
 
     def increment() -> None:
         for _ in range(ROUNDS):
@@ -172,7 +172,8 @@ def test_timestamps_keep_their_instant_and_refuse_naive(engine: Engine) -> None:
     with write_session(engine) as session:
         session.add(AuditEvent(at=at, kind="probe"))
         session.commit()
-        back = session.execute(select(AuditEvent.at).where(AuditEvent.at == at)).scalar_one()
+        back = session.execute(
+            select(col(AuditEvent.at)).where(col(AuditEvent.at) == at)).scalar_one()
     assert back == at and back.tzinfo == UTC and back.hour == 12
     with write_session(engine) as session:
         session.add(AuditEvent(at=datetime(2026, 7, 1, 12), kind="naive"))
@@ -208,7 +209,7 @@ def test_periods_and_refunds_do_not_shift_on_a_new_york_server(
             email="ny@example.com", price_minor=3000, period_start=start, period_end=end))
         session.commit()
         sub = session.execute(select(Subscription).where(
-            Subscription.account_id == user.account_id)).scalar_one()
+            col(Subscription.account_id) == user.account_id)).scalar_one()
         assert (sub.period_start, sub.period_end) == (start, end)
         assert sub.period_start.tzinfo == UTC
         quote = refund_quote(session, user, at)
