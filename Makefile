@@ -1,12 +1,19 @@
-# The two commands of the README. Both create .venv and install on first use.
-PYTHON ?= python3.11
+# The commands of the README. Each creates .venv and installs the project on first use.
+# Python: python3.11 where present, else any python3 >= 3.11 (checked below).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test migrate test-deps lint install clean
 
 $(BIN)/python:
+	@if [ -z "$(PYTHON)" ]; then \
+		echo "Python 3.11 or newer is required: no python3.11 or python3 on PATH" >&2; exit 1; \
+	fi
+	@"$(PYTHON)" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "Python 3.11 or newer is required: $(PYTHON) is $$("$(PYTHON)" --version 2>&1)." \
+		     "Install python3.11, or run make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
@@ -16,14 +23,36 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-## make run: Temporal dev server + Web UI (:8233), worker, link handler (:8000),
-## mail catcher (:1025 -> .data/mail), demo data. Ctrl-C stops everything.
+## make run: migrate the database, then Temporal dev server + Web UI (:8233), worker,
+## link handler (:8000), mail catcher (:1025 -> .data/mail), demo data. Ctrl-C stops it.
 run: $(STAMP)
 	$(BIN)/python devstack.py
 
-## make test: the whole suite (unit, time-skipping, dev server, browser).
-test: $(STAMP)
-	$(BIN)/pytest
+## make migrate: bring INVITES_DATABASE_URL's database to the latest schema.
+migrate: $(STAMP)
+	$(BIN)/alembic -c alembic.ini upgrade head
+
+## What the suite needs from Debian, installed when missing: chromium (browser tests) and
+## postgresql (every database test runs on it too). apt-get, through sudo when not root.
+test-deps:
+	@missing=""; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "make test needs:$$missing; without apt-get here, install them yourself" >&2; \
+			exit 1; \
+		fi; \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+		echo "make test: installing$$missing (apt-get)"; \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
+	fi
+
+## make test: the whole suite (unit, time-skipping, dev server, browser), each database
+## test on SQLite and PostgreSQL; PostgreSQL missing is an error here, not a skip.
+test: $(STAMP) test-deps
+	INVITES_TEST_REQUIRE_POSTGRES=1 $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -55,9 +55,9 @@ class Settings(BaseSettings):
     http_port: int = 8000
     # Files and database (issue #10). Every path left unset goes under data_dir.
     logs_dir: Path = paths_under(DEFAULT_DATA_DIR)["logs_dir"]
-    # SQLite's wait for the write lock. At most the transfer heartbeat timeout (15 s,
-    # workflows/options.py), or a waiting activity is timed out and retried mid-wait.
-    db_busy_timeout_seconds: float = Field(default=10.0, gt=0, le=15)
+    # SQLite's wait for the write lock (another process holding it). At most the
+    # heartbeat timeouts (10 s, workflows/options.py): a longer wait could outlast them.
+    db_busy_timeout_seconds: float = Field(default=8.0, gt=0, le=10)
 
     @model_validator(mode="before")
     @classmethod

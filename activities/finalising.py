@@ -39,6 +39,7 @@ from models.activity_io import (
     Released,
     ReleaseSource,
 )
+from models.db import write_transaction
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES
 from models.tables import Account, AuditEvent, User, utcnow
@@ -60,7 +61,7 @@ class FinaliseActivities:
         return await in_thread(self._finalise, req)
 
     def _finalise(self, req: Finalise) -> Finalised:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             # A write first: it takes the lock (SQLite: the database; PostgreSQL: the rows)
             # that keeps every transfer of this invitation as read below until commit.
             conn.execute(update(STATE).where(
@@ -153,7 +154,7 @@ class FinaliseActivities:
         """Flip the next `limit` copies (by source id, on the unique copy index) and delete
         their source rows, with the checkpoint, in one transaction. None when done."""
         table = _table(category)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             row = conn.execute(update(STATE).where(  # a write first: takes the lock
                 STATE.c.id == state_id, STATE.c.state == LIVE,
             ).values(updated_at=utcnow()))
@@ -227,7 +228,7 @@ class FinaliseActivities:
 
     def _release_recording(self, req: ReleaseSource, copy: Any, root: Path) -> tuple[int, int]:
         table = _table(Category.RECORDINGS)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(update(table).where(table.c.id == copy.id).values(staged=False))
             source = conn.execute(select(table.c.id, table.c.path).where(
                 *self._source_rows(table, req), table.c.id == copy.source_id)).first()
@@ -241,7 +242,7 @@ class FinaliseActivities:
         return gone, max(int(removed or 0), 0)
 
     def _mark_released(self, state_id: int) -> None:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             conn.execute(update(STATE).where(STATE.c.id == state_id, STATE.c.state == LIVE)
                          .values(state=RELEASED, updated_at=utcnow()))
 

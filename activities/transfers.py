@@ -56,7 +56,7 @@ from models.activity_io import (
     UndoneTransfer,
     UndoTransfer,
 )
-from models.db import as_utc
+from models.db import as_utc, write_transaction
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES, reports_left_behind, settings_changes
 from models.tables import Account, Recording, User, UserSetting, utcnow
@@ -154,7 +154,7 @@ class TransferActivities:
         )
 
     def _claim(self, t: Transfer, scheduled_at: datetime) -> Cursor:
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             return claim(conn, t.invitation_id, t.category.value, scheduled_at, t.batch_size)
 
     def _source_filter(self, table: Table, t: Transfer) -> list[Any]:
@@ -180,7 +180,7 @@ class TransferActivities:
         transaction with the checkpoint. None when nothing is left."""
         table = table_of(t.category)
         source = [*self._source_filter(table, t), table.c.id > cursor.checkpoint]
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             hold(conn, cursor)
             upto = conn.execute(select(table.c.id).where(*source).order_by(table.c.id)
                                 .offset(cursor.limit - 1).limit(1)).scalar()
@@ -216,7 +216,7 @@ class TransferActivities:
                 changed = settings_changes(session, view, t.org_account_id, t.group)
             if t.category == Category.PROFILE:
                 reports = len(reports_left_behind(session, view))
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             hold(conn, cursor)
             for change in changed:
                 conn.execute(update(UserSetting).where(
@@ -268,7 +268,7 @@ class TransferActivities:
             "account_id": t.org_account_id, "invitation_id": t.invitation_id,
             "source_id": src.id, "staged": True, "path": str(rel), "size_bytes": size,
         }
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             hold(conn, cursor)
             # Renamed while this attempt holds the transfer's lock: once an undo or a newer
             # attempt took it, a stale attempt never renames into the staged path.
@@ -291,7 +291,7 @@ class TransferActivities:
         in the transaction that bumps the epoch: no batch of an older attempt commits
         after it. An undo scheduled before a new round began leaves that round alone."""
         table = table_of(req.category)
-        with self.engine.begin() as conn:
+        with write_transaction(self.engine) as conn:
             row = state_row(conn, req.invitation_id, req.category.value)
             if row.state in (LIVE, RELEASED):
                 raise ApplicationError(

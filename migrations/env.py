@@ -7,9 +7,10 @@ The URL is, first found: `alembic -x url=...`, `sqlalchemy.url` set by the calle
 from __future__ import annotations
 
 from logging.config import fileConfig
-from typing import Any
+from typing import Any, Literal
 
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers every table on SQLModel.metadata)
@@ -30,7 +31,7 @@ def database_url() -> str:
     return url or Settings().database_url
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
     # Revisions spell out plain SQLAlchemy types, so they do not depend on our module.
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
@@ -56,6 +57,7 @@ def run_migrations_online() -> None:
             context.configure(
                 connection=conn, target_metadata=target_metadata, compare_type=True,
                 render_as_batch=conn.dialect.name == "sqlite", render_item=render_item,
+                transactional_ddl=True,  # our BEGIN covers SQLite's DDL too (models/db.py)
             )
             with context.begin_transaction():
                 context.run_migrations()

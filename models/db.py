@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from config import Settings
 
 # How long a SQLite writer waits for the write lock before "database is locked". Keep it
-# below the activities' heartbeat timeout (15 s, workflows/options.py): a DB call that
+# below the activities' heartbeat timeout (10 s, workflows/options.py): a DB call that
 # waits longer than that gets its activity timed out and retried while still running.
-DEFAULT_BUSY_TIMEOUT_SECONDS = 10.0
+DEFAULT_BUSY_TIMEOUT_SECONDS = 8.0
 
 # The worker runs up to 50 activities at once (worker.py), each holding at most one
 # connection while it runs a transaction: 10 kept open, up to 40 more while busy.
@@ -47,6 +47,10 @@ POOL_SIZE = 10
 MAX_OVERFLOW = 40
 
 _BEGIN = "invites_sqlite_begin"  # execution option read by the SQLite `begin` hook
+
+# `result.rowcount` of an INSERT (e.g. INSERT ... SELECT ... ON CONFLICT DO NOTHING) is
+# only kept by SQLAlchemy with this option: psycopg forgets it once the cursor closes.
+_OPTIONS = {"preserve_rowcount": True}
 
 
 def make_engine(
@@ -58,7 +62,7 @@ def make_engine(
     if url.startswith("sqlite"):
         return _sqlite_engine(url, busy_timeout_seconds, foreign_keys)
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
-                         max_overflow=MAX_OVERFLOW)
+                         max_overflow=MAX_OVERFLOW, execution_options=_OPTIONS)
 
 
 def engine_from(settings: Settings) -> Engine:
@@ -71,8 +75,9 @@ def _sqlite_engine(url: str, busy_timeout_seconds: float, foreign_keys: bool) ->
     path = url.split("///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False,
-                                              "timeout": busy_timeout_seconds})
+    engine = create_engine(url, execution_options=_OPTIONS,
+                           connect_args={"check_same_thread": False,
+                                         "timeout": busy_timeout_seconds})
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]

@@ -20,6 +20,8 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from config import ROOT
+from models.db import make_engine
+from models.schema import current_revisions, head_revision
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.devstack, pytest.mark.timeout(200)]
@@ -42,10 +44,8 @@ async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None
     ports = {name: free_port() for name in ("temporal", "ui", "smtp", "http", "metrics")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INVITES_", "TEMPORAL_"))}
     env.update({
+        # Only the data dir: the database, Maildir, recordings and logs follow it.
         "INVITES_DATA_DIR": str(tmp_path / "data"),
-        "INVITES_DATABASE_URL": f"sqlite:///{tmp_path / 'data' / 'platform.db'}",
-        "INVITES_RECORDINGS_DIR": str(tmp_path / "data" / "recordings"),
-        "INVITES_MAILDIR": str(tmp_path / "data" / "mail"),
         "INVITES_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
         "INVITES_UI_PORT": str(ports["ui"]),
         "INVITES_SMTP_PORT": str(ports["smtp"]),
@@ -88,6 +88,14 @@ async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None
         status, page = _get(demo_links[0])
         assert status == 200 and "Acme" in page
         assert (tmp_path / "data" / "platform.db").exists()
+        assert (tmp_path / "data" / "logs" / "worker.log").exists()
+        assert any((tmp_path / "data" / "recordings").iterdir())  # the demo's recordings
+        engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'platform.db'}")
+        try:
+            with engine.connect() as conn:  # migrated at start-up
+                assert current_revisions(conn) == (head_revision(),)
+        finally:
+            engine.dispose()
     finally:
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=60)

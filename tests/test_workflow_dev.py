@@ -141,7 +141,8 @@ async def test_operators_find_invitations_and_read_their_state(
         assert "awaiting_refund_choice" in waiting and "Refund:" in waiting
 
         query = (f'InvitationStatus = "awaiting_refund_choice" AND '
-                 f'InviteeEmail = "{world.email}" AND InvitationAccountId = "{world.org_id}"')
+                 f'InviteeEmail = "{world.email}" AND InvitationAccountId = "{world.org_id}" '
+                 f'AND TaskQueue = "{settings.task_queue}"')
         found = await eventually(lambda: _ids(client, query), within=30, what="visibility")
         assert found == [handle.id]
 
@@ -154,8 +155,9 @@ async def test_operators_find_invitations_and_read_their_state(
     assert result.status == InvitationStatus.COMPLETED
     assert "| Chat history | live |" in final and "Status: `completed`" in final
     refund = outcome.quote.amount_minor
+    # This test's task queue: the [sqlite] and [postgresql] runs share ids and the server.
     query = (f'InvitationStatus = "completed" AND InvitationRefundMinor = {refund} '
-             f'AND InvitationUserType = "licensed"')
+             f'AND InvitationUserType = "licensed" AND TaskQueue = "{settings.task_queue}"')
     assert await eventually(lambda: _ids(client, query), within=30) == [handle.id]
 
     seen: dict[str, int] = {}
