@@ -55,7 +55,7 @@ router = APIRouter()
 
 
 PAGE = responses(200, 400, 404, 410, 429, 503)
-FORM = responses(200, 303, 400, 403, 409, 410, 422, 429, 503)
+FORM = responses(200, 400, 403, 409, 410, 422, 429, 503)  # and 303 to /status (browsers)
 
 
 @router.get("/healthz", response_model=LinkAnswer)
