@@ -203,12 +203,23 @@ def start(stack: Stack) -> dict[str, str]:
     demo = [invitees["paid"], invitees["free"], invitees["other_user"], invitees["room"]]
     run_step([PY, "starter.py", "invite", "--account", account, "--by", "admin@acme.test",
               "--user-type", "licensed", "--message", "Welcome to Acme!", "--json", *demo])
-    links = {}
-    for email in demo:
-        out = json.loads(run_step([PY, "starter.py", "link", f"invitation-{account}-{email}",
-                                   "--json"]))
-        links[email] = out["url"]
+    links = {email: demo_link(stack, f"invitation-{account}-{email}") for email in demo}
     return {"ui": ui, "app": app, **links}
+
+
+def demo_link(stack: Stack, invitation: str, timeout: float = 90.0) -> str:
+    """The invitation's current link is read from its workflow (`progress` query), so it
+    waits for the worker, which may still be starting on a busy machine."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return str(json.loads(run_step([PY, "starter.py", "link", invitation,
+                                            "--json"]))["url"])
+        except RuntimeError:
+            stack.check_alive()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def main() -> int:

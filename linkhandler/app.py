@@ -1,6 +1,6 @@
 """The link handler: where the link in the invitation email lands.
 
-    uvicorn --factory linkhandler.app:create_app
+    uvicorn --factory linkhandler.app:create_app --no-server-header
 
 GET /i/{token} shows what joining means (preview); POST .../accept, .../refund and
 .../decline run the workflow's updates; GET .../status follows the transfer; GET
@@ -56,7 +56,7 @@ router = APIRouter()
 
 
 PAGE = responses(200, 400, 404, 410, 429, 503)
-FORM = responses(200, 303, 400, 403, 409, 410, 422, 429, 503)
+FORM = responses(200, 400, 403, 409, 410, 422, 429, 503)  # and 303 to /status (browsers)
 
 
 @router.get("/healthz", response_model=LinkAnswer)
@@ -134,7 +134,7 @@ async def reports(token: str, request: Request, h: HandlerDep) -> Response:
     inv = await h.load(token)
     p = inv.progress
     if p.status not in OPEN_STATUSES:
-        raise Gone(p.status.value if p.status.is_final else "unavailable", p)
+        raise Gone(p.status.value, p)  # accepted, transferring or final: see gone.html
     body = await run_in_threadpool(reports_csv, h.engine, p.email, p.account_id)
     if h.pages.wants_json(request):
         rows = body.splitlines()

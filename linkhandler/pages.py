@@ -45,11 +45,14 @@ GONE_TITLES = {
     "joined_elsewhere": "You joined another account",
     "cancelled": "This invitation was withdrawn",
     "superseded": "A newer invitation email was sent",
+    "accepted": "Reports are no longer handed out here",  # reports.csv once data moves
+    "transferring": "Reports are no longer handed out here",
     "unavailable": "This invitation is no longer available",
 }
 # reason of a Gone -> outcome of the JSON contract (the final statuses read as "ended").
 GONE_OUTCOMES: dict[str, Outcome] = {"superseded": "superseded", "expired": "expired",
-                                     "unavailable": "unavailable"}
+                                     "unavailable": "unavailable", "accepted": "unavailable",
+                                     "transferring": "unavailable"}
 ERRORS: dict[int, tuple[Outcome, str, str]] = {
     400: ("invalid_link", "This link is not valid",
           "The address may have been cut or changed. Open the link from the email again, "

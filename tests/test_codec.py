@@ -18,14 +18,17 @@ from google.protobuf.message import Message
 from pydantic import SecretStr
 from sqlalchemy import Engine
 from temporalio.api.common.v1 import Payload, WorkflowExecution
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from config import Settings, connect_temporal, data_converter
+from config import Settings, connect_temporal, data_converter, secrets_to_mask
 from invitations import InvitationsClient
 from linkhandler.app import create_app
 from models.payloads import AcceptRequest, DeclineRequest, InvitationResult, InvitationStatus
+from observability import RedactFilter
 from payload_codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, new_key_spec
 from tests.conftest import new_worker
 from tests.test_linkhandler import PAULA, seed
@@ -150,6 +153,29 @@ async def test_keys_rotate_the_first_encrypts_and_every_one_decrypts() -> None:
         with pytest.raises(PayloadKeyError, match=why):
             EncryptionCodec.from_spec(bad)
     assert data_converter(Settings()) is pydantic_data_converter  # no keys: plain JSON
+    # The key id is authenticated: relabelled to another key we hold, it does not decrypt.
+    relabelled = Payload()
+    relabelled.CopyFrom(sealed[0])
+    relabelled.metadata[KEY_ID] = b"new"
+    with pytest.raises(PayloadKeyError, match="does not decrypt with key 'new'"):
+        await after.decode([relabelled], [DeclineRequest])
+    # Failure messages and stack traces travel encrypted too.
+    failure = Failure()
+    await after.encode_failure(ApplicationError("refused for paula@example.com"), failure)
+    assert failure.message == "Encoded failure" and b"paula" not in failure.SerializeToString()
+    decoded = await after.decode_failure(failure)
+    assert "refused for paula@example.com" in str(decoded)
+
+
+def test_logs_mask_the_codec_token_and_the_payload_keys(settings: Settings) -> None:
+    keys = f"{new_key_spec('a')},{new_key_spec('b')}"
+    masked = settings.model_copy(update={"payload_keys": SecretStr(keys),
+                                         "codec_auth_token": SecretStr(TOKEN)})
+    redact = RedactFilter(secrets_to_mask(masked)).redact
+    key_b = keys.split(",")[1].split(":")[1]
+    line = redact(f"POST /codec/{TOKEN}/decode 200; key {key_b}; {keys}; Bearer {TOKEN}")
+    assert TOKEN not in line and key_b not in line and "/codec/<token>/decode" in line
+    assert redact("POST /codec/decode 200") == "POST /codec/decode 200"
 
 
 async def test_the_codec_endpoint_decodes_with_its_token_and_refuses_without(

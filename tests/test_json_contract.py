@@ -21,7 +21,7 @@ from config import Settings
 from linkhandler.app import create_app
 from linkhandler.contract import OUTCOMES, LinkAnswer
 from linkhandler.hardening import BadLinkLimiter, SecurityHeaders
-from linkhandler.invitee import Invitee
+from linkhandler.invitee import Gone, Invitee
 from linkhandler.pages import Pages
 from models.ids import invitation_id
 from models.links import LinkClaims, sign
@@ -187,6 +187,10 @@ def pages_app(settings: Settings) -> FastAPI:
     async def moving(token: str, request: Request) -> Response:
         return pages.see_status(request, _invitee(InvitationStatus.TRANSFERRING))
 
+    @app.get("/i/{token}/reports.csv")
+    async def reports(token: str, request: Request) -> Response:  # as app.reports does
+        raise Gone("transferring", _invitee(InvitationStatus.TRANSFERRING).progress)
+
     app.add_middleware(SecurityHeaders, https=False)
     pages.install_error_pages(app, BadLinkLimiter())
     return app
@@ -215,6 +219,11 @@ async def test_injected_outcomes_answer_the_contract(pages_app: FastAPI) -> None
                       "transferring")
         assert moving["message"] == "Moving chat messages"
         assert (await http.get("/i/tok.en")).status_code == 303
+        closed = seen(await http.get("/i/tok.en/reports.csv", headers=JSON), 410,
+                      "unavailable", "transferring")
+        assert closed["message"] == "Reports are no longer handed out here"
+        page = await http.get("/i/tok.en/reports.csv")
+        assert "reports are handed out here only while an invitation is open" in page.text
 
 
 async def test_openapi_documents_the_contract(
