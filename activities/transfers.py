@@ -25,6 +25,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fencing import (
+    COUNT_ROWS,
     LIVE,
     RELEASED,
     STATE,
@@ -36,6 +37,7 @@ from activities.fencing import (
     hold,
     in_thread,
     insert_for,
+    inserted_rows,
     state_row,
 )
 from activities.platform import source_view
@@ -200,7 +202,7 @@ class TransferActivities:
                 *source, table.c.id <= upto).order_by(table.c.id)
             stmt = insert_for(self.engine, table).from_select(columns, rows) \
                 .on_conflict_do_nothing(index_elements=STAGING_KEY)
-            inserted = max(int(conn.execute(stmt).rowcount or 0), 0)
+            inserted = inserted_rows(conn.execute(stmt, execution_options=COUNT_ROWS))
             advance(conn, cursor, int(upto), inserted)
         return Batch(int(upto), inserted)
 
@@ -275,7 +277,7 @@ class TransferActivities:
             temp.replace(Path(self.settings.recordings_dir) / rel)
             stmt = insert_for(self.engine, table_of(Category.RECORDINGS)).values(**values) \
                 .on_conflict_do_nothing(index_elements=STAGING_KEY)
-            inserted = max(int(conn.execute(stmt).rowcount or 0), 0)
+            inserted = inserted_rows(conn.execute(stmt, execution_options=COUNT_ROWS))
             assert src.id is not None
             advance(conn, cursor, src.id, inserted, size)
             return inserted
