@@ -55,7 +55,7 @@ def seed(url: str, rows: int) -> dict[str, int]:
     with Session(engine) as session:
         org = create_org(session, seats=10)
         user = create_individual(session, Path(tempfile.gettempdir()),
-                                 IndividualSpec(email="bench@example.com"))
+                                 IndividualSpec(email="bench@example.com", chat=0))
         session.commit()
         ids = {"org": org.id, "user": user.id, "source": user.account_id}
     with engine.begin() as conn:
