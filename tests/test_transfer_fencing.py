@@ -58,7 +58,7 @@ async def test_a_batch_in_flight_during_undo_is_removed_by_it(acts, engine, sett
     waits for it, then removes its rows too, and the attempt's next batch is refused."""
     w = make_world(engine, settings, chat=5000)
     t = transfer(w, Category.CHAT, batch_size=1000)
-    cursor = acts._claim(t, LONG_AGO)
+    cursor, _ = acts._claim(t, LONG_AGO)
     inside, release = threading.Event(), threading.Event()
     real_hold = transfers_module.hold
 
@@ -90,7 +90,7 @@ async def test_an_undone_round_never_comes_back(acts, engine, settings):
     w = make_world(engine, settings, chat=3000)
     t = transfer(w, Category.CHAT)
     round_1 = scheduled(LONG_AGO)
-    stale = acts._claim(t, LONG_AGO)  # an attempt that lost its worker
+    stale, _ = acts._claim(t, LONG_AGO)  # an attempt that lost its worker
     await round_1.run(acts.transfer_chat, t)  # its retry copied everything
     assert staged(engine) == 3000
     undone_at = LONG_AGO + timedelta(minutes=5)
