@@ -51,6 +51,17 @@ def insert_for(engine: Engine | Connection, table: Table) -> Any:
     return dialect.insert(table)
 
 
+# SQLAlchemy reports an INSERT's rowcount only when asked (PostgreSQL otherwise says -1).
+COUNT_ROWS = {"preserve_rowcount": True}
+
+
+def inserted_rows(result: Any) -> int:
+    """Rows an INSERT ... ON CONFLICT DO NOTHING inserted (conflicts not counted)."""
+    if result.rowcount is None or result.rowcount < 0:
+        raise RuntimeError("the database did not report how many rows were inserted")
+    return int(result.rowcount)
+
+
 @dataclass(frozen=True)
 class Cursor:
     """What one attempt holds: its state row and epoch, and where the next batch starts."""
@@ -137,8 +148,8 @@ class BatchSizer:
     fixed costs (statements, commit, fence) vanish, short enough that a crash loses little
     and other writers wait little. Changes at most 2x per batch."""
 
-    def __init__(self, first: int, *, target: float = 0.5, low: int = 200,
-                 high: int = 50_000) -> None:
+    def __init__(self, first: int, *, target: float = 0.75, low: int = 200,
+                 high: int = 100_000) -> None:
         self.size = max(1, first)
         self.target, self.low, self.high = target, low, high
 

@@ -19,12 +19,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, func, literal, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, literal, select, update
 from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.fencing import (
+    COUNT_ROWS,
     LIVE,
     RELEASED,
     STATE,
@@ -36,6 +37,7 @@ from activities.fencing import (
     hold,
     in_thread,
     insert_for,
+    inserted_rows,
     state_row,
 )
 from activities.platform import source_view
@@ -75,6 +77,7 @@ class Batch:
     upto: int  # the new checkpoint (last source id of the batch)
     inserted: int
     size: int = 0  # bytes (recordings)
+    last: bool = False  # nothing was left after it when it committed
 
 
 class TransferActivities:
@@ -113,13 +116,12 @@ class TransferActivities:
             raise ApplicationError(f"transfer_{category.value} called for {t.category.value}",
                                    type=ERR_TRANSFER_FAILED, non_retryable=True)
         info = activity.info()
-        cursor = await in_thread(self._claim, t, info.current_attempt_scheduled_time)
+        cursor, total = await in_thread(self._claim, t, info.current_attempt_scheduled_time)
         resumed_from = cursor.checkpoint or None
         if cursor.state in (LIVE, RELEASED):  # finalise committed: nothing left to copy
             return Transferred(category=category, total=cursor.rows_copied,
                                copied=cursor.rows_copied, resumed_from=resumed_from,
                                attempt=info.attempt, epoch=cursor.epoch)
-        total = await in_thread(self._check_source, t)
         meter = activity.metric_meter().with_additional_attributes({"category": category.value})
         rows_metric = meter.create_counter(
             "invitation_transfer_rows", "Rows staged by invitation transfers", "rows")
@@ -146,6 +148,8 @@ class TransferActivities:
             bytes_metric.add(batch.size)
             activity.heartbeat({"checkpoint": cursor.checkpoint, "epoch": cursor.epoch,
                                 "batches": batches, "rows": inserted})
+            if batch.last:
+                break
         changed, reports, copied = await in_thread(self._finish, t, cursor)
         return Transferred(
             category=category, total=total, copied=copied, bytes=copied_bytes, batches=batches,
@@ -153,27 +157,32 @@ class TransferActivities:
             reports_left_behind=reports, epoch=cursor.epoch, inserted=inserted,
         )
 
-    def _claim(self, t: Transfer, scheduled_at: datetime) -> Cursor:
+    def _claim(self, t: Transfer, scheduled_at: datetime) -> tuple[Cursor, int]:
+        """Take the transfer; unless it is already live, check and count the source."""
         with write_transaction(self.engine) as conn:
-            return claim(conn, t.invitation_id, t.category.value, scheduled_at, t.batch_size)
+            cursor = claim(conn, t.invitation_id, t.category.value, scheduled_at, t.batch_size)
+            if cursor.state in (LIVE, RELEASED):
+                return cursor, cursor.rows_copied
+            return cursor, self._check_source(conn, t)
 
     def _source_filter(self, table: Table, t: Transfer) -> list[Any]:
         # The columns of the keyset index (user_id, account_id, staged, id), in its order.
         return [table.c.user_id == t.user_id, table.c.account_id == t.source_account_id,
                 table.c.staged == False]  # noqa: E712
 
-    def _check_source(self, t: Transfer) -> int:
+    def _check_source(self, conn: Connection, t: Transfer) -> int:
         """Fail for good if the individual account or the user is gone; else count rows."""
-        with Session(self.engine) as session:
-            account = session.get(Account, t.source_account_id)
-            if account is None or account.status != "active" or session.get(
-                    User, t.user_id) is None:
-                raise ApplicationError(
-                    f"the source account {t.source_account_id} or user {t.user_id} no longer "
-                    "exists", type=ERR_SOURCE_CHANGED, non_retryable=True)
-            table = table_of(t.category)
-            return int(session.execute(select(func.count()).select_from(table).where(
-                *self._source_filter(table, t))).scalar_one())
+        accounts, users = Account.__table__, User.__table__  # type: ignore[attr-defined]
+        status = conn.execute(select(accounts.c.status).where(
+            accounts.c.id == t.source_account_id)).scalar()
+        user = conn.execute(select(users.c.id).where(users.c.id == t.user_id)).scalar()
+        if status != "active" or user is None:
+            raise ApplicationError(
+                f"the source account {t.source_account_id} or user {t.user_id} no longer "
+                "exists", type=ERR_SOURCE_CHANGED, non_retryable=True)
+        table = table_of(t.category)
+        return int(conn.execute(select(func.count()).select_from(table).where(
+            *self._source_filter(table, t))).scalar_one())
 
     def _copy_batch(self, t: Transfer, cursor: Cursor) -> Batch | None:
         """Stage the next `cursor.limit` source rows after `cursor.checkpoint`, in one
@@ -184,7 +193,8 @@ class TransferActivities:
             hold(conn, cursor)
             upto = conn.execute(select(table.c.id).where(*source).order_by(table.c.id)
                                 .offset(cursor.limit - 1).limit(1)).scalar()
-            if upto is None:  # the last, short batch
+            last = upto is None
+            if last:  # fewer rows than a batch are left: take them all
                 upto = conn.execute(select(table.c.id).where(*source)
                                     .order_by(table.c.id.desc()).limit(1)).scalar()
                 if upto is None:
@@ -200,9 +210,9 @@ class TransferActivities:
                 *source, table.c.id <= upto).order_by(table.c.id)
             stmt = insert_for(self.engine, table).from_select(columns, rows) \
                 .on_conflict_do_nothing(index_elements=STAGING_KEY)
-            inserted = max(int(conn.execute(stmt).rowcount or 0), 0)
+            inserted = inserted_rows(conn.execute(stmt, execution_options=COUNT_ROWS))
             advance(conn, cursor, int(upto), inserted)
-        return Batch(int(upto), inserted)
+        return Batch(int(upto), inserted, last=last)
 
     def _finish(self, t: Transfer, cursor: Cursor) -> tuple[list[Any], int, int]:
         """Apply the organisation's locks to staged settings (fenced like a batch); say
@@ -275,7 +285,7 @@ class TransferActivities:
             temp.replace(Path(self.settings.recordings_dir) / rel)
             stmt = insert_for(self.engine, table_of(Category.RECORDINGS)).values(**values) \
                 .on_conflict_do_nothing(index_elements=STAGING_KEY)
-            inserted = max(int(conn.execute(stmt).rowcount or 0), 0)
+            inserted = inserted_rows(conn.execute(stmt, execution_options=COUNT_ROWS))
             assert src.id is not None
             advance(conn, cursor, src.id, inserted, size)
             return inserted

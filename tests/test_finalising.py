@@ -110,7 +110,7 @@ async def test_finalise_makes_transfers_live_in_one_step_and_deletes_nothing(
 async def test_past_finalise_no_attempt_writes_and_no_undo_removes(env, fin, engine, settings):
     w = await transferred_world(env, engine, settings)
     acts = TransferActivities(settings, engine)
-    stale = acts._claim(transfer(w, Category.CHAT), env.info.scheduled_time)
+    stale, _ = acts._claim(transfer(w, Category.CHAT), env.info.scheduled_time)
     await env.run(fin.finalise, finalise_req(w))
     with pytest.raises(ApplicationError) as err:  # a batch of an attempt from before
         acts._copy_batch(transfer(w, Category.CHAT), stale)

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import hashlib
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ async def test_a_batch_in_flight_during_undo_is_removed_by_it(acts, engine, sett
     waits for it, then removes its rows too, and the attempt's next batch is refused."""
     w = make_world(engine, settings, chat=5000)
     t = transfer(w, Category.CHAT, batch_size=1000)
-    cursor = acts._claim(t, LONG_AGO)
+    cursor, _ = acts._claim(t, LONG_AGO)
     inside, release = threading.Event(), threading.Event()
     real_hold = transfers_module.hold
 
@@ -90,7 +91,7 @@ async def test_an_undone_round_never_comes_back(acts, engine, settings):
     w = make_world(engine, settings, chat=3000)
     t = transfer(w, Category.CHAT)
     round_1 = scheduled(LONG_AGO)
-    stale = acts._claim(t, LONG_AGO)  # an attempt that lost its worker
+    stale, _ = acts._claim(t, LONG_AGO)  # an attempt that lost its worker
     await round_1.run(acts.transfer_chat, t)  # its retry copied everything
     assert staged(engine) == 3000
     undone_at = LONG_AGO + timedelta(minutes=5)
@@ -172,3 +173,34 @@ def _rows(engine: Engine) -> list[Recording]:
 
 def temp_files(settings: Settings) -> list[Path]:
     return list(Path(settings.recordings_dir).rglob("*.part"))
+
+
+async def test_a_long_batch_heartbeats_and_a_cancel_waits_for_it():
+    """in_thread heartbeats while the thread works (a short heartbeat timeout does not take
+    a busy worker for a dead one), and a cancel is reported only once the thread returned
+    (its transaction is over before an undo can start)."""
+    from activities import fencing
+
+    beats: list[Any] = []
+    finished = threading.Event()
+
+    def slow() -> str:
+        time.sleep(2.5 * fencing.HEARTBEAT_EVERY)
+        finished.set()
+        return "done"
+
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *d: beats.append(d)
+
+    async def run_slow() -> str:
+        return await fencing.in_thread(slow, details={"checkpoint": 7})
+
+    assert await env.run(run_slow) == "done"
+    assert len(beats) >= 2 and beats[0] == ({"checkpoint": 7},)
+    finished.clear()
+    task = asyncio.ensure_future(env.run(run_slow))
+    await asyncio.sleep(0.2)
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()  # the thread had returned when the cancel came out
