@@ -42,6 +42,7 @@ from models.activity_io import (
 from models.db import write_transaction
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES
+from models.records import record_change
 from models.tables import Account, AuditEvent, User, utcnow
 
 
@@ -95,6 +96,8 @@ class FinaliseActivities:
                     invitation_id=req.invitation_id, account_id=req.org_account_id,
                     at=datetime.now(UTC), kind="finalised",
                     detail={"made_live": made_live, "source_closed": closed}))
+            if req.completed is not None:
+                record_change(conn, req.completed)
         return Finalised(made_live=made_live, source_account_closed=closed)
 
     # -- after completion ---------------------------------------------------------------

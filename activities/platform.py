@@ -39,18 +39,14 @@ from models.activity_io import (
 from models.claims import (
     held_elsewhere,
     lock_account,
-    mark_joined,
     mark_linked,
     seats_taken,
     take_claim,
 )
-from models.claims import release as release_claim
-from models.db import as_utc, write_session
+from models.db import as_utc, write_session, write_transaction
 from models.ids import normalise_email, refund_idempotency_key, reversal_idempotency_key
 from models.money import prorated_refund_minor
 from models.payloads import (
-    FINAL_STATUS_VALUES,
-    InvitationStatus,
     Payment,
     RefundDestination,
 )
@@ -64,11 +60,10 @@ from models.platform import (
     reports_left_behind,
     settings_changes,
 )
-from models.records import upsert_invitation
+from models.records import record_change, upsert_invitation
 from models.tables import (
     Account,
     AuditEvent,
-    Invitation,
     RefundLedger,
     Role,
     Subscription,
@@ -190,29 +185,8 @@ class PlatformActivities:
         await asyncio.to_thread(self._record_status, change)
 
     def _record_status(self, change: StatusChange) -> None:
-        new = change.status.value
-        with write_session(self.engine) as session:
-            row = session.get(Invitation, change.invitation_id)
-            if row is None:
-                return  # nothing registered (yet): the workflow registers first
-            values: dict[str, Any] = {"status": new, "updated_at": as_utc(change.at)}
-            if change.expires_at is not None:
-                values["expires_at"] = as_utc(change.expires_at)
-            if change.source_account_id is not None:
-                values["source_account_id"] = change.source_account_id
-            stmt = update(Invitation).where(col(Invitation.id) == change.invitation_id)
-            if new not in FINAL_STATUS_VALUES:  # never reopen an ended invitation
-                stmt = stmt.where(col(Invitation.status).not_in(FINAL_STATUS_VALUES))
-            session.connection().execute(stmt.values(**values))
-            # The person's join claim follows the invitation's ending.
-            if new == InvitationStatus.COMPLETED.value:
-                mark_joined(session, change.invitation_id)
-            elif new in FINAL_STATUS_VALUES:
-                release_claim(session, change.invitation_id)
-            add_event_once(session, invitation_id=change.invitation_id, kind=change.event,
-                           at=change.at, account_id=row.account_id,
-                           detail={"status": new, **change.detail})
-            session.commit()
+        with write_transaction(self.engine) as conn:
+            record_change(conn, change)
 
     # -- acceptance ---------------------------------------------------------------------
 

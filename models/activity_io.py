@@ -72,6 +72,16 @@ class RegisteredInvitation(BaseModel):
     invited_by_name: str
 
 
+class AuditNote(BaseModel):
+    """A state the workflow passed through without writing it down on its own (to save a
+    round trip): written with the next status change, before it."""
+
+    status: InvitationStatus
+    at: datetime
+    event: str
+    detail: dict[str, Any] = {}
+
+
 class StatusChange(BaseModel):
     invitation_id: str
     status: InvitationStatus
@@ -80,6 +90,7 @@ class StatusChange(BaseModel):
     source_account_id: int | None = None
     event: str  # audit event kind, e.g. "accepted", "blocked", "refund_paid"
     detail: dict[str, Any] = {}
+    earlier: list[AuditNote] = []  # oldest first
 
 
 class AcceptanceCheck(BaseModel):
@@ -193,6 +204,9 @@ class Finalise(BaseModel):
     user_id: int
     source_account_id: int | None
     org_account_id: int
+    # The invitation's "completed" status, written in finalise's own transaction: the
+    # point of no return and the record of it commit together.
+    completed: StatusChange | None = None
 
 
 class Finalised(BaseModel):

@@ -11,7 +11,7 @@ other way. Every function runs inside the caller's write transaction
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import Connection, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
@@ -114,15 +114,15 @@ def mark_linked(session: Session, *, email: str, invitation_id: str) -> bool:
     return bool(done.rowcount == 1)
 
 
-def mark_joined(session: Session, invitation_id: str) -> None:
-    session.connection().execute(update(JoinClaim).where(
+def mark_joined(conn: Connection, invitation_id: str) -> None:
+    conn.execute(update(JoinClaim).where(
         col(JoinClaim.invitation_id) == invitation_id, col(JoinClaim.state).in_(ACTIVE),
     ).values(state=JoinClaimState.JOINED))
 
 
-def release(session: Session, invitation_id: str) -> int:
+def release(conn: Connection, invitation_id: str) -> int:
     """The invitation ended without a join (declined, revoked, expired, failed and
     undone): the person is free to join another account."""
-    gone = session.connection().execute(delete(JoinClaim).where(
+    gone = conn.execute(delete(JoinClaim).where(
         col(JoinClaim.invitation_id) == invitation_id, col(JoinClaim.state).in_(ACTIVE)))
     return int(gone.rowcount or 0)

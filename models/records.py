@@ -10,12 +10,19 @@ create it neither fail nor undo each other.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 
+from models import claims
+from models.activity_io import AuditNote, StatusChange
+from models.db import as_utc
 from models.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
-from models.tables import Invitation
+from models.tables import AuditEvent, Invitation
+
+EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 
 
 def upsert_invitation(
@@ -37,3 +44,38 @@ def upsert_invitation(
     session.connection().execute(insert.on_conflict_do_update(
         index_elements=["id"], set_=reopen,
         where=col(Invitation.status).in_(FINAL_STATUS_VALUES)))
+
+
+def record_change(conn: Connection, change: StatusChange) -> None:
+    """Write one status change of the workflow (and the states it passed through before
+    it) to the Invitation row and the audit trail, and let the person's join claim follow
+    an ending. Safe to run twice: audit events are keyed by (invitation, kind, time), and
+    an ended invitation is never reopened by a late, non-final status."""
+    new = change.status.value
+    account_id = conn.execute(select(col(Invitation.account_id)).where(
+        col(Invitation.id) == change.invitation_id)).scalar()
+    if account_id is None:
+        return  # nothing registered (yet): the workflow registers first
+    values: dict[str, Any] = {"status": new, "updated_at": as_utc(change.at)}
+    if change.expires_at is not None:
+        values["expires_at"] = as_utc(change.expires_at)
+    if change.source_account_id is not None:
+        values["source_account_id"] = change.source_account_id
+    stmt = update(Invitation).where(col(Invitation.id) == change.invitation_id)
+    if new not in FINAL_STATUS_VALUES:
+        stmt = stmt.where(col(Invitation.status).not_in(FINAL_STATUS_VALUES))
+    conn.execute(stmt.values(**values))
+    if new == InvitationStatus.COMPLETED.value:
+        claims.mark_joined(conn, change.invitation_id)
+    elif new in FINAL_STATUS_VALUES:
+        claims.release(conn, change.invitation_id)
+    notes: list[AuditNote | StatusChange] = [*change.earlier, change]
+    for note in notes:
+        at = as_utc(note.at)
+        exists = conn.execute(select(EVENTS.c.id).where(
+            EVENTS.c.invitation_id == change.invitation_id, EVENTS.c.kind == note.event,
+            EVENTS.c.at == at).limit(1)).first()
+        if exists is None:
+            conn.execute(EVENTS.insert().values(
+                at=at, invitation_id=change.invitation_id, account_id=account_id,
+                kind=note.event, detail={"status": note.status.value, **note.detail}))

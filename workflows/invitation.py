@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from models.activity_io import (
         AcceptanceCheck,
         AcceptanceFacts,
+        AuditNote,
         ClaimRefusal,
         Finalise,
         RegisterInvitation,
@@ -115,6 +116,7 @@ class InvitationWorkflow(Moving):
         self._schedule_version = 0  # bumped by resend: reminders are recomputed
         self._background: list[asyncio.Future[Any]] = []
         self._record_lock = asyncio.Lock()  # status rows are written in transition order
+        self._unrecorded: list[AuditNote] = []
         self._retry_compensation = False
         self._user_id = 0  # the invitee's user, once linked
         self._made_live: dict[str, int] = {}
@@ -181,14 +183,17 @@ class InvitationWorkflow(Moving):
                 self._input.remind_before_expiry) if d.key not in self._fired)
             delay = due.at - workflow.now()
             if delay > timedelta(0):
-                try:
-                    await workflow.wait_condition(
-                        lambda v=version: self._status in DECIDED  # type: ignore[misc]
-                        or self._schedule_version != v or self._history_is_long(),
-                        timeout=delay, timeout_summary=due.summary)
+                timer = asyncio.ensure_future(workflow.sleep(delay, summary=due.summary))
+                await workflow.wait_condition(
+                    lambda v=version, t=timer: t.done()  # type: ignore[misc]
+                    or self._status in DECIDED or self._schedule_version != v
+                    or self._history_is_long())
+                if not timer.done():
+                    # A resend moved the schedule: this timer is moot. A decision leaves
+                    # it running (it is dropped when the run ends): one event fewer.
+                    if self._schedule_version != version:
+                        timer.cancel()
                     continue
-                except TimeoutError:
-                    pass
             await self._wake_up(due)
 
     async def _wake_up(self, due: Due) -> None:
@@ -259,7 +264,8 @@ class InvitationWorkflow(Moving):
         self._set_step("Finalising")
         req = Finalise(invitation_id=self._id, user_id=self._user_id,
                        source_account_id=self._facts.source_account_id if self._facts else None,
-                       org_account_id=self._input.account_id)
+                       org_account_id=self._input.account_id,
+                       completed=self._change(S.COMPLETED, "completed"))
         policy = options.FINALISE_FIRST
         while True:
             try:
@@ -288,8 +294,10 @@ class InvitationWorkflow(Moving):
     async def _completed(self, source: int | None) -> None:
         for progress in self._progress.categories.values():
             progress.state = "live"
-        await shielded(lambda: self._transition(
-            S.COMPLETED, "completed", "Completed", {"made_live": self._made_live}))
+        # Finalise wrote "completed" in its own transaction; here only memory and operators.
+        self._progress.status, self._progress.step = S.COMPLETED, "Completed"
+        self._progress.finished_at = workflow.now()
+        self._publish()
         self._count("invitations_completed")
         workflow.logger.info("invitation completed", extra={"invitation_id": self._id})
         mails = [Mail(EmailKind.COMPLETION), Mail(EmailKind.ADMIN_COMPLETED, admin=True)]
@@ -560,9 +568,10 @@ class InvitationWorkflow(Moving):
         self._destination = destination or RefundDestination.ORIGINAL_PAYMENT_METHOD
         if self._facts is not None and self._facts.source_account_id is not None:
             self._progress.categories = {c: CategoryProgress(category=c) for c in Category}
+        # Written with the next change (transferring, or completed): same workflow task.
         await self._transition(S.ACCEPTED, "accepted", "Accepted: joining the account",
                                {"refund_destination": self._destination.value}
-                               if self._progress.quote else {})
+                               if self._progress.quote else {}, record=False)
         return self._outcome()
 
     def _outcome(self) -> AcceptOutcome:

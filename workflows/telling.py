@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
     from models import search_attributes as sa
-    from models.activity_io import AcceptanceFacts, StatusChange
+    from models.activity_io import AcceptanceFacts, AuditNote, StatusChange
     from models.payloads import (
         EmailBatch,
         EmailKind,
@@ -63,6 +63,7 @@ class Telling:
     _issued_at: datetime
     _registered: bool  # the DB row exists: status changes can be recorded
     _record_lock: asyncio.Lock
+    _unrecorded: list[AuditNote]
     _search_attributes: bool
     _alerts: bool
     _published: tuple[Any, ...] | None
@@ -78,17 +79,20 @@ class Telling:
         self._publish()
 
     async def _transition(self, status: InvitationStatus, event: str, step: str,
-                          detail: dict[str, Any] | None = None) -> None:
-        """Change state now (queries and validators see it at once), then write it down."""
+                          detail: dict[str, Any] | None = None, *,
+                          record: bool = True) -> None:
+        """Change state now (queries and validators see it at once), then write it down.
+        `record=False` for a state that lasts one workflow task: it is written with the
+        next status change (`_change`), one round trip fewer."""
         self._progress.status, self._progress.step = status, step
         if status.is_final:
             self._progress.finished_at = workflow.now()
-        self._publish()
-        change = StatusChange(
-            invitation_id=self._id, status=status, at=workflow.now(),
-            expires_at=self._progress.expires_at, event=event, detail=detail or {},
-            source_account_id=self._facts.source_account_id if self._facts else None,
-        )
+        self._publish(search=record)
+        if not record:
+            self._unrecorded.append(AuditNote(status=status, at=workflow.now(), event=event,
+                                              detail=detail or {}))
+            return
+        change = self._change(status, event, detail)
         async with self._record_lock:
             # A message may arrive before the run registered the row it updates.
             await workflow.wait_condition(lambda: self._registered)
@@ -96,15 +100,28 @@ class Telling:
                 PlatformActivities.record_status, change, summary=f"Record: {event}",
                 **options.RECORD)
 
+    def _change(self, status: InvitationStatus, event: str,
+                detail: dict[str, Any] | None = None) -> StatusChange:
+        """The next status change to write, with the states passed through unwritten."""
+        earlier, self._unrecorded = self._unrecorded, []
+        return StatusChange(
+            invitation_id=self._id, status=status, at=workflow.now(),
+            expires_at=self._progress.expires_at, event=event, detail=detail or {},
+            source_account_id=self._facts.source_account_id if self._facts else None,
+            earlier=earlier)
+
     def _alert(self, alert: str | None, metric: str | None = None) -> None:
         if metric and alert != self._progress.alert:
             self._count(metric)
         self._progress.alert = alert
         self._publish()
 
-    def _publish(self) -> None:
-        """What operators see: current details, and the search attributes when registered."""
+    def _publish(self, *, search: bool = True) -> None:
+        """What operators see: current details, and the search attributes when registered
+        (`search=False` for a state that lasts one workflow task)."""
         workflow.set_current_details(current_details(self._progress))
+        if not search:
+            return
         refund = self._progress.quote.amount_minor if self._progress.quote else 0
         state = (self._status.value, refund, self._progress.alert)
         if not self._search_attributes or state == self._published:
