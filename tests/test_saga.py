@@ -12,16 +12,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from mailcatcher import MaildirHandler, read_messages
 from models.activity_io import Finalise, Finalised, UndoneTransfer, UndoTransfer
 from models.payloads import (
     AcceptRequest,
     Category,
+    DeclineRequest,
     InvitationStatus,
     RefundDestination,
     ResendRequest,
@@ -198,8 +201,6 @@ async def test_a_failed_join_tells_both_what_was_undone(
     assert payment is not None and payment.status == "reversed" and payment.amount_minor > 0
     sent = mails(engine, world.invitation)
     assert {"failed", "admin_failed"} <= set(sent)
-    from mailcatcher import read_messages
-
     bodies = {m["X-Email-Kind"]: m.get_body(("plain",)).get_content()  # type: ignore[union-attr]
               for m in read_messages(smtp)}
     assert "reversed" in bodies["failed"] and "reversed" in bodies["admin_failed"]
@@ -231,3 +232,43 @@ async def test_a_long_wait_continues_as_new_and_keeps_its_state(
 
 async def _new_run(handle: Any, first: str) -> bool:
     return bool((await handle.describe()).run_id != first)
+
+
+class RefusingHandler(MaildirHandler):
+    """A mail server that refuses one recipient for good (550) and keeps the rest."""
+
+    def __init__(self, maildir: Path, refused: str) -> None:
+        super().__init__(maildir)
+        self.refused = refused
+
+    async def handle_RCPT(self, server, session, envelope, address, options):  # type: ignore[no-untyped-def]
+        if address.lower() == self.refused:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+async def test_an_invitation_mail_that_cannot_be_delivered_tells_the_admin(
+    ts_env: WorkflowEnvironment, settings: Settings, engine: Engine,
+) -> None:
+    world = await _world(ts_env, engine, settings)
+    catcher = Controller(RefusingHandler(settings.maildir, world.email),
+                         hostname="127.0.0.1", port=settings.smtp_port)
+    catcher.start()
+    try:
+        async with new_worker(ts_env.client, settings, engine):
+            handle = await start(ts_env.client, settings, invitation_input(world))
+            await eventually(lambda: "admin_mail_undelivered" in mails(
+                engine, world.invitation), what="the admin told")
+            p = await progress(handle)
+            assert p.mail_problem is not None and "could not be delivered" in p.mail_problem
+            assert "recipient refused" in p.mail_problem
+            assert p.alert == "mail_undelivered" and p.status == InvitationStatus.PENDING
+            await handle.execute_update(InvitationWorkflow.decline, DeclineRequest())
+            await handle.result()
+    finally:
+        catcher.stop()
+    notices = [m for m in read_messages(settings.maildir)
+               if m["X-Email-Kind"] == "admin_mail_undelivered"]
+    assert len(notices) == 1 and notices[0]["To"] == "admin@acme.test"
+    assert world.email in notices[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
