@@ -119,6 +119,11 @@ async def test_the_stored_history_holds_no_email_in_clear(
         for path, payload in payloads_in(event):
             if ".search_attributes" in path:
                 continue  # indexed by the server, so in clear by design (README "Secrets")
+            if "[patch-data]" in path or "[data]" in path:
+                # SDK bookkeeping of markers (a patch id, a local activity's type and
+                # attempt), written as is: never anything of ours.
+                assert email.encode() not in payload.data, path
+                continue
             found += 1
             assert payload.metadata["encoding"] == ENCODING, path
             assert payload.metadata[KEY_ID] == b"k1", path
