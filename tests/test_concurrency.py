@@ -6,6 +6,7 @@ every loser is refused at once, never told "accepted"."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from config import Settings
 from invitations.client import InvitationsClient
 from invitations.errors import InvitationError
 from invitations.models import InviteRequest
+from models.db import write_session
 from models.payloads import (
     AcceptRequest,
     InvitationStatus,
@@ -66,6 +68,13 @@ async def _status(client: InvitationsClient, inv: str) -> InvitationStatus:
 
 
 @pytest.fixture
+def tag() -> str:
+    """Each test's invitees are new people: the [sqlite] and [postgresql] runs share one
+    dev server, where an invitation id the other run left open would take the messages."""
+    return uuid.uuid4().hex[:6]
+
+
+@pytest.fixture
 def logs(tmp_path: Path) -> Path:
     path = tmp_path / "logs"
     path.mkdir()
@@ -74,8 +83,9 @@ def logs(tmp_path: Path) -> Path:
 
 async def test_two_companies_one_person_one_join(
     dev_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path, logs: Path,
+    tag: str,
 ) -> None:
-    emails = [f"pair{i}@example.com" for i in range(PAIRS)]
+    emails = [f"pair{i}.{tag}@example.com" for i in range(PAIRS)]
     with Session(engine) as session:
         acme, globex = _org(session, "Acme"), _org(session, "Globex")
         for i, email in enumerate(emails):
@@ -166,11 +176,13 @@ async def test_two_companies_one_person_one_join(
 
 async def test_last_licensed_seat_goes_to_one_invitee(
     dev_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path, logs: Path,
+    tag: str,
 ) -> None:
     rounds, contenders = 3, 5
     with Session(engine) as session:
         org = _org(session, "Initech", seats=2)  # owner and admin hold both
-        people = [[f"seat{r}-{i}@example.com" for i in range(contenders)] for r in range(rounds)]
+        people = [[f"seat{r}-{i}.{tag}@example.com" for i in range(contenders)]
+                  for r in range(rounds)]
         for group in people:
             for email in group:
                 _person(session, settings, email, paid=False)
@@ -179,14 +191,14 @@ async def test_last_licensed_seat_goes_to_one_invitee(
     with worker_processes(settings, _address(dev_env), n=2, logs=logs):
         await wait_for_pollers(dev_env.client, settings.task_queue, 2)
         for group in people:
-            with Session(engine) as session:  # one more seat, then everybody invited
+            with write_session(engine) as session:  # one more seat, then everybody invited
                 account = session.get(Account, org)
                 assert account is not None
                 account.licensed_seats += contenders
                 session.add(account)
                 session.commit()
             invs = await _invite(client, org, "admin@initech.test", group, "licensed")
-            with Session(engine) as session:  # ...and all but one seat taken back
+            with write_session(engine) as session:  # ...and all but one seat taken back
                 account = session.get(Account, org)
                 assert account is not None
                 account.licensed_seats -= contenders - 1
@@ -214,9 +226,10 @@ async def _is_completed(client: InvitationsClient, inv: str) -> bool:
 
 async def test_refund_choice_racing_a_revoke_has_one_winner(
     dev_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path, logs: Path,
+    tag: str,
 ) -> None:
     n = 12
-    emails = [f"race{i}@example.com" for i in range(n)]
+    emails = [f"race{i}.{tag}@example.com" for i in range(n)]
     with Session(engine) as session:
         org = _org(session, "Umbrella")
         for email in emails:

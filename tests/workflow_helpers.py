@@ -8,6 +8,7 @@ import hashlib
 import inspect
 import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,9 +61,13 @@ class World:
         return invitation_id(self.org_id, self.email)
 
 
-def make_world(engine: Engine, settings: Settings, *, email: str = "paula@example.com",
+def make_world(engine: Engine, settings: Settings, *, email: str | None = None,
                **spec: Any) -> World:
-    """Acme (with admin@acme.test) and one individual account with `spec`'s data."""
+    """Acme (with admin@acme.test) and one individual account with `spec`'s data. The
+    invitee is a new person each time (unless `email` is given): the [sqlite] and
+    [postgresql] runs of a test share one Temporal server, where an invitation id left
+    open by the other run would take this run's messages."""
+    email = email or f"paula.{uuid.uuid4().hex[:8]}@example.com"
     with Session(engine) as session:
         org = create_org(session)
         user = create_individual(session, settings.recordings_dir,
