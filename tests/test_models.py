@@ -17,11 +17,26 @@ from models.seed import create_org
 from models.tables import Account, AccountKind, RefundLedger, Subscription, User
 
 
-def test_user_emails_are_unique(engine: Engine) -> None:
+@pytest.mark.parametrize("spelling", ["owner@acme.test", "Owner@ACME.test"])
+def test_user_emails_are_unique_whatever_their_case(engine: Engine, spelling: str) -> None:
     with Session(engine) as s:
         org = create_org(s)
-        s.add(User(email="owner@acme.test", account_id=org.id))
-        with pytest.raises(IntegrityError, match=r"user\.email|ix_user_email"):
+        s.add(User(email=spelling, account_id=org.id))
+        with pytest.raises(IntegrityError, match=r"user\.email|ix_user_email|uq_user_email_lower"):
+            s.commit()
+
+
+def test_a_mixed_case_email_written_raw_is_still_one_identity(engine: Engine) -> None:
+    """A row stored before normalisation (raw SQL, mixed case) blocks its lower-case twin."""
+    with Session(engine) as s:
+        org = create_org(s)
+        s.connection().exec_driver_sql(
+            f"INSERT INTO \"user\" (email, account_id, role, user_type, first_name, last_name, "
+            f"created_at) VALUES ('Legacy.Upper@Example.com', {org.id}, 'MEMBER', 'basic', "
+            "'', '', '2026-01-01 00:00:00+00:00')")
+        s.commit()
+        s.add(User(email="legacy.upper@example.com", account_id=org.id))
+        with pytest.raises(IntegrityError):
             s.commit()
 
 
