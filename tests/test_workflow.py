@@ -343,7 +343,8 @@ async def test_two_accept_clicks_make_one_acceptance_and_one_refund(
             return_exceptions=True,
         )
         answers = [a for a in (first, second) if not isinstance(a, BaseException)]
-        assert answers and all(a.outcome == "refund_choice_needed" for a in answers)
+        assert answers, [repr(getattr(a, "cause", a)) for a in (first, second)]
+        assert all(a.outcome == "refund_choice_needed" for a in answers)
         assert len({a.quote.amount_minor for a in answers}) == 1  # type: ignore[union-attr]
         choices = await asyncio.gather(*(
             handle.execute_update(InvitationWorkflow.choose_refund, RefundChoice(destination=d),
