@@ -256,8 +256,11 @@ class PlatformActivities:
                 raise ApplicationError(f"account {req.account_id} does not exist",
                                        type=ERR_INVALID_INVITATION, non_retryable=True)
             assert org.id is not None
+            if req.record is not None:  # idempotent: a retry writes nothing twice
+                record_change(session.connection(), req.record)
             user = find_user(session, req.email)
             if user is not None and user.id is not None and user.account_id == org.id:
+                session.commit()
                 event = _last_link_event(session, req.invitation_id)
                 if event is not None and event.kind == "linked":
                     return Membership.model_validate(event.detail)

@@ -130,6 +130,9 @@ class LinkMember(BaseModel):
     last_name: str = ""
     user_type: UserType
     group: str | None
+    # The invitation's "transferring" status (the data phase starts with the link),
+    # written in the link's own transaction.
+    record: StatusChange | None = None
 
 
 class Membership(BaseModel):

@@ -238,7 +238,11 @@ class InvitationWorkflow(Moving):
         source = facts.source_account_id
         try:
             saga.register("unlink the member", self._unlink)
-            await self._link()
+            record = None
+            if source is not None:  # the data phase starts with the link, which writes it
+                self._progress.status = S.TRANSFERRING
+                record = self._change(S.TRANSFERRING, "transferring")
+            await self._link(record)
             quote = self._progress.quote
             if quote is not None and source is not None:
                 saga.register("reverse the refund", lambda: self._reverse(source))
@@ -247,7 +251,7 @@ class InvitationWorkflow(Moving):
                 for category in Category:
                     saga.register(f"remove the copied {category.value}",
                                   lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
-                await self._transition(S.TRANSFERRING, "transferring", "Transferring data")
+                self._set_step("Transferring data")
                 await self._transfer_all(self._user_id, source)
         except StepFailed as failure:
             await self._compensate(saga, str(failure))

@@ -19,9 +19,11 @@ with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
     from activities.transfers import TransferActivities
     from models.activity_io import (
+        AuditNote,
         LinkMember,
         PayRefund,
         ReverseRefund,
+        StatusChange,
         Transfer,
         UndoTransfer,
         UnlinkInvitation,
@@ -61,7 +63,7 @@ class Moving(Telling):
     _user_id: int
     _made_live: dict[str, int]
 
-    async def _link(self) -> None:
+    async def _link(self, record: StatusChange | None) -> None:
         self._set_step("Linking the member to the account")
         i = self._input
         try:
@@ -69,9 +71,12 @@ class Moving(Telling):
                 PlatformActivities.link_member,
                 LinkMember(invitation_id=self._id, account_id=i.account_id, email=i.email,
                            first_name=i.first_name, last_name=i.last_name,
-                           user_type=i.user_type, group=i.group),
+                           user_type=i.user_type, group=i.group, record=record),
                 summary="Link the member to the account", **options.SAGA_STEP)
         except FailureError as err:
+            if record is not None:  # not written: the next status change writes it
+                self._unrecorded = [*record.earlier, AuditNote(
+                    status=record.status, at=record.at, event=record.event)]
             raise _failed("link the member", err) from err
         self._user_id = member.user_id
 

@@ -73,11 +73,13 @@ UNDO: dict[str, Any] = {
     "retry_policy": _backoff(cap=timedelta(minutes=1)),
 }
 
-# Mail: a quick first try (a few seconds), then, with the problem shown, retries with a
-# capped backoff for a day. The message key (hence the Message-ID) never changes.
+# Mail: a quick first try (a local activity: a few seconds at most), then, with the
+# problem shown, retries as an activity with a capped backoff for a day. The message key
+# (hence the Message-ID) never changes.
 MAIL_FIRST: dict[str, Any] = {
-    "start_to_close_timeout": timedelta(seconds=15),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+    "start_to_close_timeout": timedelta(seconds=10),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500),
+                                maximum_attempts=3),
 }
 MAIL_DURABLE: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=15),

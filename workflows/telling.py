@@ -151,9 +151,9 @@ class Telling:
         batch = EmailBatch(messages=[self._email(m) for m in mails])
         summary = "Email: " + ", ".join(m.kind.value.replace("_", " ") for m in mails)
         linked = any(m.kind in LINKED for m in mails)
-        try:
-            await workflow.execute_activity_method(MailActivities.send_emails, batch,
-                                                   summary=summary, **options.MAIL_FIRST)
+        try:  # the quick try is a local activity: no history events of its own
+            await workflow.execute_local_activity_method(
+                MailActivities.send_emails, batch, summary=summary, **options.MAIL_FIRST)
             return
         except FailureError as err:
             if cancelled(err):
