@@ -66,7 +66,7 @@ class Result:
     seconds: float  # first accept sent -> last answer
     latencies_ms: list[float] = field(repr=False)
     statuses: dict[str, int]  # HTTP status -> count
-    outcomes: dict[str, int]  # outcome.outcome -> count
+    outcomes: dict[str, int]  # outcome -> count
     cpu_ms_per_accept: dict[str, float | None]
     completed: int
     not_ready: int
@@ -150,7 +150,8 @@ async def measure(stack: Stack, http: httpx.AsyncClient, n: int, concurrency: in
         latencies.append((time.perf_counter() - t) * 1000)
         statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
         try:
-            outcome = str((r.json().get("outcome") or {}).get("outcome") or r.json()["status"])
+            # The JSON contract: `outcome` is the outcome's name (README "JSON contract").
+            outcome = str(r.json().get("outcome") or r.json()["status"])
         except (ValueError, KeyError, AttributeError):
             outcome = "unreadable"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
