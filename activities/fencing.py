@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, select, update
+from sqlalchemy import Connection, Engine, Table, update
 from sqlalchemy.dialects import postgresql, sqlite
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -79,14 +79,21 @@ class Cursor:
 
 
 def state_row(conn: Connection, invitation_id: str, category: str) -> Any:
-    """Create the row if missing and lock it (the INSERT takes SQLite's write lock; FOR
-    UPDATE the PostgreSQL row lock), so what is decided from it holds until commit."""
-    conn.execute(insert_for(conn, STATE).values(
-        invitation_id=invitation_id, category=category, epoch=0, state=RUNNING,
-        updated_at=utcnow()).on_conflict_do_nothing(index_elements=["invitation_id", "category"]))
-    return conn.execute(select(STATE).where(
-        STATE.c.invitation_id == invitation_id, STATE.c.category == category,
-    ).with_for_update()).one()
+    """The state row, created if missing and locked until commit, in one statement: an
+    upsert whose DO UPDATE (of `updated_at` only) takes the row lock on PostgreSQL like
+    FOR UPDATE (SQLite's IMMEDIATE transaction already holds the database), and RETURNING
+    gives the row as it stands, so what is decided from it holds until commit."""
+    now = utcnow()
+    insert = insert_for(conn, STATE).values(invitation_id=invitation_id, category=category,
+                                            epoch=0, state=RUNNING, updated_at=now)
+    return conn.execute(insert.on_conflict_do_update(
+        index_elements=["invitation_id", "category"], set_={"updated_at": now},
+    ).returning(*STATE.c)).one()
+
+
+def _cursor(row: Any, first_batch: int) -> Cursor:
+    return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
+                  row.bytes_copied, first_batch)
 
 
 def claim(conn: Connection, invitation_id: str, category: str, scheduled_at: datetime,
@@ -104,13 +111,10 @@ def claim(conn: Connection, invitation_id: str, category: str, scheduled_at: dat
     elif row.state == RUNNING:
         values = {}
     else:  # live or released: finalise committed, nothing is copied any more
-        return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
-                      row.bytes_copied, first_batch)
-    conn.execute(update(STATE).where(STATE.c.id == row.id).values(
-        epoch=STATE.c.epoch + 1, updated_at=utcnow(), **values))
-    row = conn.execute(select(STATE).where(STATE.c.id == row.id)).one()
-    return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
-                  row.bytes_copied, first_batch)
+        return _cursor(row, first_batch)
+    row = conn.execute(update(STATE).where(STATE.c.id == row.id).values(
+        epoch=STATE.c.epoch + 1, updated_at=utcnow(), **values).returning(*STATE.c)).one()
+    return _cursor(row, first_batch)
 
 
 def _superseded(cursor: Cursor) -> ApplicationError:
@@ -132,15 +136,17 @@ def hold(conn: Connection, cursor: Cursor) -> None:
 
 
 def advance(conn: Connection, cursor: Cursor, checkpoint: int, rows: int,
-            size: int = 0) -> None:
-    """Last statement of a batch's transaction: the checkpoint moves with the batch."""
+            size: int = 0) -> int:
+    """Last statement of a batch's transaction: the checkpoint moves with the batch.
+    Returns the rows copied by every committed batch of the round, this one included."""
     done = conn.execute(update(STATE).where(
         STATE.c.id == cursor.state_id, STATE.c.epoch == cursor.epoch, STATE.c.state == RUNNING,
     ).values(checkpoint=checkpoint, rows_copied=STATE.c.rows_copied + rows,
              batches=STATE.c.batches + 1, bytes_copied=STATE.c.bytes_copied + size,
-             updated_at=utcnow()))
-    if done.rowcount != 1:
+             updated_at=utcnow()).returning(STATE.c.rows_copied)).first()
+    if done is None:
         raise _superseded(cursor)
+    return int(done.rows_copied)
 
 
 class BatchSizer:
