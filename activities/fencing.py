@@ -27,13 +27,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from models.activity_io import ERR_TRANSFER_SUPERSEDED, ERR_TRANSFER_UNDONE
-from models.db import as_utc
+from models.db import as_utc, insert_for
 from models.tables import TransferState, utcnow
 
 RUNNING, UNDONE, LIVE, RELEASED = "running", "undone", "live", "released"
@@ -41,14 +40,6 @@ HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while a thread works
 STATE: Table = TransferState.__table__  # type: ignore[attr-defined]
 
 T = TypeVar("T")
-
-
-def insert_for(engine: Engine | Connection, table: Table) -> Any:
-    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL)."""
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
-    if dialect is None:
-        raise RuntimeError(f"no ON CONFLICT insert for database {engine.dialect.name!r}")
-    return dialect.insert(table)
 
 
 # SQLAlchemy reports an INSERT's rowcount only when asked (PostgreSQL otherwise says -1).

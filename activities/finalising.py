@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, func, select, update
+from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -83,7 +84,7 @@ class FinaliseActivities:
             if req.source_account_id is not None:
                 account = Account.__table__  # type: ignore[attr-defined]
                 members = conn.execute(select(func.count()).select_from(User).where(
-                    User.account_id == req.source_account_id)).scalar_one()
+                    col(User.account_id) == req.source_account_id)).scalar_one()
                 if members == 0:
                     conn.execute(update(account).where(
                         account.c.id == req.source_account_id).values(status="closed"))
@@ -169,8 +170,8 @@ class FinaliseActivities:
                     table.c.invitation_id == req.invitation_id,
                     table.c.staged == True,  # noqa: E712
                 ).order_by(table.c.source_id)).all())
-        categories = [(c, live[c.value]) for c in Category
-                      if c != Category.RECORDINGS and c.value in live]
+        categories: list[tuple[Category, int]] = [
+            (c, live[c.value]) for c in Category if c != Category.RECORDINGS and c.value in live]
         return Plan(categories, copies, recordings_state)
 
     def _source_rows(self, table: Table, req: ReleaseSource) -> list[Any]:

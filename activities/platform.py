@@ -206,7 +206,8 @@ class PlatformActivities:
             stmt = stmt.where(col(Invitation.status).not_in(FINAL_STATUS_VALUES))
         with write_session(self.engine) as session:
             conn = session.connection()
-            updated = conn.execute(stmt.values(**values).returning(Invitation.account_id)).first()
+            updated = conn.execute(stmt.values(**values).returning(
+                col(Invitation.account_id))).first()
             account_id = updated.account_id if updated is not None else conn.execute(
                 select(Invitation.account_id).where(
                     col(Invitation.id) == change.invitation_id)).scalar()

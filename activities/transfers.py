@@ -40,7 +40,6 @@ from activities.fencing import (
     claim,
     hold,
     in_thread,
-    insert_for,
     inserted_rows,
     state_row,
 )
@@ -62,7 +61,7 @@ from models.activity_io import (
     UndoneTransfer,
     UndoTransfer,
 )
-from models.db import as_utc, write_transaction
+from models.db import as_utc, insert_for, write_transaction
 from models.payloads import Category, SettingChange
 from models.platform import CATEGORY_TABLES, reports_left_behind_count, settings_changes
 from models.tables import Account, User, UserSetting, utcnow

@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -147,6 +148,14 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     beginning IMMEDIATE on SQLite. `with write_transaction(engine) as conn:`."""
     with _writers_in_turn(engine), _writer(engine).begin() as conn:
         yield conn
+
+
+def insert_for(bind: Engine | Connection, table: Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL)."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(bind.dialect.name)
+    if dialect is None:
+        raise RuntimeError(f"no ON CONFLICT insert for database {bind.dialect.name!r}")
+    return dialect.insert(table)
 
 
 def init_db(engine: Engine) -> None:
