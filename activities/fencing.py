@@ -89,7 +89,21 @@ def _cursor(row: Any, first_batch: int) -> Cursor:
 
 def claim(conn: Connection, invitation_id: str, category: str, scheduled_at: datetime,
           first_batch: int) -> Cursor:
-    """Take the transfer for an attempt scheduled (by the server) at `scheduled_at`."""
+    """Take the transfer for an attempt scheduled (by the server) at `scheduled_at`.
+
+    The usual case is one statement: an upsert that creates the row with epoch 1 or, if
+    it is running, bumps its epoch (DO UPDATE ... WHERE state = 'running'; the conflicting
+    row is locked on PostgreSQL whether or not it matches). A row in another state comes
+    back empty and is decided below."""
+    now = utcnow()
+    insert = insert_for(conn, STATE).values(invitation_id=invitation_id, category=category,
+                                            epoch=1, state=RUNNING, updated_at=now)
+    taken = conn.execute(insert.on_conflict_do_update(
+        index_elements=["invitation_id", "category"],
+        set_={"epoch": STATE.c.epoch + 1, "updated_at": now}, where=STATE.c.state == RUNNING,
+    ).returning(*STATE.c)).first()
+    if taken is not None:
+        return _cursor(taken, first_batch)
     row = state_row(conn, invitation_id, category)
     if row.state == UNDONE:
         if row.undone_at is None or as_utc(scheduled_at) <= as_utc(row.undone_at):

@@ -188,15 +188,34 @@ class FinaliseActivities:
         recordings_state = todo.recordings_state
         budget = limit
         root = Path(self.settings.recordings_dir)
+        ids = [state_id for _, state_id in categories]
+        if recordings_state is not None:
+            ids.append(recordings_state)
         with write_transaction(self.engine) as conn:
+            # A write first: it takes the lock (SQLite: the database; PostgreSQL: the rows)
+            # and reads the checkpoints of the transfers still live.
+            live = {row.id: row for row in conn.execute(update(STATE).where(
+                STATE.c.id.in_(ids), STATE.c.state == LIVE,
+            ).values(updated_at=utcnow()).returning(
+                STATE.c.id, STATE.c.released_upto, STATE.c.rows_copied))}
+            released: list[int] = []
             while categories and budget > 0:
                 category, state_id = categories[0]
-                handled, flipped, removed, finished = self._release_rows(
-                    conn, req, category, state_id, budget)
+                state = live.get(state_id)
+                if state is None:  # released meanwhile (a concurrent run)
+                    categories.pop(0)
+                    continue
+                if state.released_upto == 0 and state.rows_copied <= budget:
+                    handled, flipped, removed = self._release_all(conn, req, category)
+                    handled, finished = max(handled, state.rows_copied), True
+                else:
+                    handled, flipped, removed, finished = self._release_window(
+                        conn, req, category, state_id, state.released_upto, budget)
                 done.made_final[category.value] += flipped
                 done.source_rows_deleted[category.value] += removed
                 budget -= handled
                 if finished:
+                    released.append(state_id)
                     categories.pop(0)
             while not categories and recordings and budget > 0:
                 gone, removed = self._release_recording(conn, req, recordings.pop(0), root)
@@ -205,24 +224,35 @@ class FinaliseActivities:
                 done.files_deleted += gone
                 budget -= 1
             if not categories and not recordings and recordings_state is not None:
-                conn.execute(update(STATE).where(STATE.c.id == recordings_state,
+                released.append(recordings_state)
+                recordings_state = None
+            if released:
+                conn.execute(update(STATE).where(STATE.c.id.in_(released),
                                                  STATE.c.state == LIVE)
                              .values(state=RELEASED, updated_at=utcnow()))
-                recordings_state = None
         return Pending(categories, recordings, recordings_state), limit - budget
 
-    def _release_rows(self, conn: Connection, req: ReleaseSource, category: Category,
-                      state_id: int, limit: int) -> tuple[int, int, int, bool]:
-        """Flip the next `limit` copies (by source id, on the unique copy index) and delete
-        their source rows, moving the checkpoint; marks the transfer released once none
-        are left. Returns (copies handled, flipped, source rows deleted, released)."""
+    def _release_all(self, conn: Connection, req: ReleaseSource,
+                     category: Category) -> tuple[int, int, int]:
+        """Every copy of a transfer with none released yet and no more copies than the
+        batch may take (its rows_copied): two statements, no window to find. Returns
+        (copies handled, flipped, source rows deleted)."""
         table = _table(category)
-        lock = conn.execute(update(STATE).where(  # a write first: takes the lock
-            STATE.c.id == state_id, STATE.c.state == LIVE,
-        ).values(updated_at=utcnow()).returning(STATE.c.released_upto)).first()
-        if lock is None:
-            return 0, 0, 0, True  # released meanwhile (a concurrent run)
-        after = lock.released_upto
+        mine = table.c.invitation_id == req.invitation_id
+        removed = conn.execute(delete(table).where(
+            *self._source_rows(table, req),
+            table.c.id.in_(select(table.c.source_id).where(mine)))).rowcount
+        flipped = conn.execute(update(table).where(
+            mine, table.c.staged == True).values(staged=False)).rowcount  # noqa: E712
+        flipped, removed = max(int(flipped or 0), 0), max(int(removed or 0), 0)
+        return flipped, flipped, removed
+
+    def _release_window(self, conn: Connection, req: ReleaseSource, category: Category,
+                        state_id: int, after: int, limit: int) -> tuple[int, int, int, bool]:
+        """Flip the next `limit` copies after the checkpoint `after` (by source id, on the
+        unique copy index) and delete their source rows; moves the checkpoint unless
+        none are left. Returns (copies handled, flipped, source rows deleted, finished)."""
+        table = _table(category)
         mine = [table.c.invitation_id == req.invitation_id, table.c.source_id > after]
         window = select(table.c.source_id).where(*mine).order_by(table.c.source_id) \
             .limit(limit).subquery()
@@ -237,11 +267,9 @@ class FinaliseActivities:
             flipped = conn.execute(update(table).where(
                 *mine, table.c.staged == True).values(staged=False)).rowcount  # noqa: E712
         finished = handled < limit  # nothing left after this window
-        values: dict[str, Any] = {"released_upto": upto} if handled else {}
-        if finished:
-            values["state"] = RELEASED
-        if values:
-            conn.execute(update(STATE).where(STATE.c.id == state_id).values(**values))
+        if not finished:
+            conn.execute(update(STATE).where(STATE.c.id == state_id).values(
+                released_upto=upto))
         return (int(handled), max(int(flipped or 0), 0), max(int(removed or 0), 0),
                 finished)
 
