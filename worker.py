@@ -37,7 +37,7 @@ log = logging.getLogger("worker")
 
 def activity_methods(*objects: object) -> list[Callable[..., Any]]:
     """Every @activity.defn method of the given activity-class instances."""
-    found = []
+    found: list[Callable[..., Any]] = []
     for obj in objects:
         for _, member in inspect.getmembers(obj, inspect.ismethod):
             if hasattr(member, "__temporal_activity_definition"):

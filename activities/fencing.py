@@ -27,13 +27,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from models.activity_io import ERR_TRANSFER_SUPERSEDED, ERR_TRANSFER_UNDONE
-from models.db import as_utc
+from models.db import as_utc, insert_for
 from models.tables import TransferState, utcnow
 
 RUNNING, UNDONE, LIVE, RELEASED = "running", "undone", "live", "released"
@@ -41,14 +40,6 @@ HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while a thread works
 STATE: Table = TransferState.__table__  # type: ignore[attr-defined]
 
 T = TypeVar("T")
-
-
-def insert_for(engine: Engine | Connection, table: Table) -> Any:
-    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL)."""
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(engine.dialect.name)
-    if dialect is None:
-        raise RuntimeError(f"no ON CONFLICT insert for database {engine.dialect.name!r}")
-    return dialect.insert(table)
 
 
 # SQLAlchemy reports an INSERT's rowcount only when asked (PostgreSQL otherwise says -1).
@@ -79,19 +70,40 @@ class Cursor:
 
 
 def state_row(conn: Connection, invitation_id: str, category: str) -> Any:
-    """Create the row if missing and lock it (the INSERT takes SQLite's write lock; FOR
-    UPDATE the PostgreSQL row lock), so what is decided from it holds until commit."""
-    conn.execute(insert_for(conn, STATE).values(
-        invitation_id=invitation_id, category=category, epoch=0, state=RUNNING,
-        updated_at=utcnow()).on_conflict_do_nothing(index_elements=["invitation_id", "category"]))
-    return conn.execute(select(STATE).where(
-        STATE.c.invitation_id == invitation_id, STATE.c.category == category,
-    ).with_for_update()).one()
+    """The state row, created if missing and locked until commit, in one statement: an
+    upsert whose DO UPDATE (of `updated_at` only) takes the row lock on PostgreSQL like
+    FOR UPDATE (SQLite's IMMEDIATE transaction already holds the database), and RETURNING
+    gives the row as it stands, so what is decided from it holds until commit."""
+    now = utcnow()
+    insert = insert_for(conn, STATE).values(invitation_id=invitation_id, category=category,
+                                            epoch=0, state=RUNNING, updated_at=now)
+    return conn.execute(insert.on_conflict_do_update(
+        index_elements=["invitation_id", "category"], set_={"updated_at": now},
+    ).returning(*STATE.c)).one()
+
+
+def _cursor(row: Any, first_batch: int) -> Cursor:
+    return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
+                  row.bytes_copied, first_batch)
 
 
 def claim(conn: Connection, invitation_id: str, category: str, scheduled_at: datetime,
           first_batch: int) -> Cursor:
-    """Take the transfer for an attempt scheduled (by the server) at `scheduled_at`."""
+    """Take the transfer for an attempt scheduled (by the server) at `scheduled_at`.
+
+    The usual case is one statement: an upsert that creates the row with epoch 1 or, if
+    it is running, bumps its epoch (DO UPDATE ... WHERE state = 'running'; the conflicting
+    row is locked on PostgreSQL whether or not it matches). A row in another state comes
+    back empty and is decided below."""
+    now = utcnow()
+    insert = insert_for(conn, STATE).values(invitation_id=invitation_id, category=category,
+                                            epoch=1, state=RUNNING, updated_at=now)
+    taken = conn.execute(insert.on_conflict_do_update(
+        index_elements=["invitation_id", "category"],
+        set_={"epoch": STATE.c.epoch + 1, "updated_at": now}, where=STATE.c.state == RUNNING,
+    ).returning(*STATE.c)).first()
+    if taken is not None:
+        return _cursor(taken, first_batch)
     row = state_row(conn, invitation_id, category)
     if row.state == UNDONE:
         if row.undone_at is None or as_utc(scheduled_at) <= as_utc(row.undone_at):
@@ -104,13 +116,10 @@ def claim(conn: Connection, invitation_id: str, category: str, scheduled_at: dat
     elif row.state == RUNNING:
         values = {}
     else:  # live or released: finalise committed, nothing is copied any more
-        return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
-                      row.bytes_copied, first_batch)
-    conn.execute(update(STATE).where(STATE.c.id == row.id).values(
-        epoch=STATE.c.epoch + 1, updated_at=utcnow(), **values))
-    row = conn.execute(select(STATE).where(STATE.c.id == row.id)).one()
-    return Cursor(row.id, row.epoch, row.state, row.checkpoint, row.rows_copied,
-                  row.bytes_copied, first_batch)
+        return _cursor(row, first_batch)
+    row = conn.execute(update(STATE).where(STATE.c.id == row.id).values(
+        epoch=STATE.c.epoch + 1, updated_at=utcnow(), **values).returning(*STATE.c)).one()
+    return _cursor(row, first_batch)
 
 
 def _superseded(cursor: Cursor) -> ApplicationError:
@@ -132,15 +141,17 @@ def hold(conn: Connection, cursor: Cursor) -> None:
 
 
 def advance(conn: Connection, cursor: Cursor, checkpoint: int, rows: int,
-            size: int = 0) -> None:
-    """Last statement of a batch's transaction: the checkpoint moves with the batch."""
+            size: int = 0) -> int:
+    """Last statement of a batch's transaction: the checkpoint moves with the batch.
+    Returns the rows copied by every committed batch of the round, this one included."""
     done = conn.execute(update(STATE).where(
         STATE.c.id == cursor.state_id, STATE.c.epoch == cursor.epoch, STATE.c.state == RUNNING,
     ).values(checkpoint=checkpoint, rows_copied=STATE.c.rows_copied + rows,
              batches=STATE.c.batches + 1, bytes_copied=STATE.c.bytes_copied + size,
-             updated_at=utcnow()))
-    if done.rowcount != 1:
+             updated_at=utcnow()).returning(STATE.c.rows_copied)).first()
+    if done is None:
         raise _superseded(cursor)
+    return int(done.rows_copied)
 
 
 class BatchSizer:

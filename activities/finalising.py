@@ -8,10 +8,12 @@
   models.platform.live_rows).
 - `release_source`: after completion, off the critical path, safe to re-run any number of
   times: in time-sized batches it flips the copies of live transfers to staged=False and
-  deletes the source rows they were copied from (each batch in one transaction with its
-  checkpoint); a source recording file is deleted only after the destination file's
-  sha256 was re-read and matched. A mismatch keeps the source file and row and fails with
-  a non-retryable ChecksumMismatch once everything else is released.
+  deletes the source rows they were copied from (each batch in one transaction with the
+  checkpoints it moves; a batch goes on from one category to the next, so a small
+  invitation's source goes in one transaction, and a transfer is marked released in the
+  batch that finishes it); a source recording file is deleted only after the destination
+  file's sha256 was re-read and matched. A mismatch keeps the source file and row and
+  fails with a non-retryable ChecksumMismatch once everything else is released.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, func, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, select, update
+from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -81,7 +85,7 @@ class FinaliseActivities:
             if req.source_account_id is not None:
                 account = Account.__table__  # type: ignore[attr-defined]
                 members = conn.execute(select(func.count()).select_from(User).where(
-                    User.account_id == req.source_account_id)).scalar_one()
+                    col(User.account_id) == req.source_account_id)).scalar_one()
                 if members == 0:
                     conn.execute(update(account).where(
                         account.c.id == req.source_account_id).values(status="closed"))
@@ -104,77 +108,160 @@ class FinaliseActivities:
 
     @activity.defn(name="release_source")
     async def release_source(self, req: ReleaseSource) -> Released:
-        states = await in_thread(self._states, req)
-        made_final: dict[str, int] = {}
-        deleted: dict[str, int] = {}
-        batches = 0
-        for category in Category:
-            state = states.get(category.value)
-            if state is None or state.state != LIVE or category == Category.RECORDINGS:
-                continue
-            sizer = BatchSizer(1000)
-            while True:
-                started = time.monotonic()
-                step = await in_thread(self._release_batch, req, category, state.id,
-                                       sizer.size, details={"category": category.value})
-                if step is None:
-                    break
-                flipped, removed = step
-                sizer.record(flipped, time.monotonic() - started)
-                made_final[category.value] = made_final.get(category.value, 0) + flipped
-                deleted[category.value] = deleted.get(category.value, 0) + removed
-                batches += 1
-                activity.heartbeat({"category": category.value, "batches": batches})
-        files = 0
-        recordings = states.get(Category.RECORDINGS.value)
-        if recordings is not None and recordings.state == LIVE:
-            files, flipped, removed, batches_done = await self._release_recordings(
-                req, recordings.id)
-            made_final[Category.RECORDINGS.value] = flipped
-            deleted[Category.RECORDINGS.value] = removed
-            batches += batches_done
-        return Released(made_final=made_final, source_rows_deleted=deleted,
-                        files_deleted=files, batches=batches)
-
-    def _states(self, req: ReleaseSource) -> dict[str, Any]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(STATE).where(
-                STATE.c.invitation_id == req.invitation_id)).all()
-        pending = sorted(r.category for r in rows if r.state in (RUNNING, UNDONE))
-        if pending:
+        plan = await in_thread(self._plan, req)
+        root = Path(self.settings.recordings_dir)
+        # Every staged recording's destination file is re-read first (no lock held);
+        # only the verified ones lose their source.
+        verified: list[Any] = []
+        mismatched: list[str] = []
+        for copy in plan.recordings:
+            stop = threading.Event()
+            digest = await in_thread(sha256_of, root / copy.path, stop,
+                                     details={"recording": copy.id}, on_cancel=stop.set)
+            if digest == copy.sha256:
+                verified.append(copy)
+            else:
+                mismatched.append(f"recording {copy.source_id} ({copy.topic!r}) at "
+                                  f"{copy.path}: expected sha256 {copy.sha256}, read "
+                                  f"{digest or 'no file'}")
+        todo = Pending(plan.categories, verified,
+                       None if mismatched else plan.recordings_state)
+        done = Released(made_final={c.value: 0 for c, _ in plan.categories},
+                        source_rows_deleted={c.value: 0 for c, _ in plan.categories},
+                        files_deleted=0, batches=0)
+        if plan.recordings_state is not None:
+            done.made_final[Category.RECORDINGS.value] = 0
+            done.source_rows_deleted[Category.RECORDINGS.value] = 0
+        sizer = BatchSizer(1000)
+        while todo.categories or todo.recordings or todo.recordings_state is not None:
+            started = time.monotonic()
+            todo, rows = await in_thread(self._release_step, req, todo, sizer.size, done,
+                                         details={"batches": done.batches})
+            sizer.record(rows, time.monotonic() - started)
+            done.batches += 1
+            activity.heartbeat({"batches": done.batches})
+        if mismatched:
             raise ApplicationError(
-                f"cannot release the source of {req.invitation_id}: the transfer of "
-                f"{', '.join(pending)} is not live (finalise has not committed)",
-                type=ERR_NOT_FINALISED, non_retryable=True)
-        return {r.category: r for r in rows}
+                "destination recordings do not match their checksums; their source files "
+                "are kept: " + "; ".join(mismatched),
+                type=ERR_CHECKSUM_MISMATCH, non_retryable=True)
+        if plan.recordings_state is not None:
+            # Released: no attempt holds the transfer any more, so no temporary file is in
+            # use.
+            await in_thread(functools.partial(remove_staging_files, root, req.invitation_id,
+                                              temp_only=True))
+        return done
+
+    def _plan(self, req: ReleaseSource) -> Plan:
+        """The live transfers to release (refused unless finalise committed for all) and
+        the staged recording copies, read in one transaction."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(STATE.c.id, STATE.c.category, STATE.c.state).where(
+                STATE.c.invitation_id == req.invitation_id)).all()
+            pending = sorted(r.category for r in rows if r.state in (RUNNING, UNDONE))
+            if pending:
+                raise ApplicationError(
+                    f"cannot release the source of {req.invitation_id}: the transfer of "
+                    f"{', '.join(pending)} is not live (finalise has not committed)",
+                    type=ERR_NOT_FINALISED, non_retryable=True)
+            live = {r.category: r.id for r in rows if r.state == LIVE}
+            recordings_state = live.get(Category.RECORDINGS.value)
+            copies: list[Any] = []
+            if recordings_state is not None:
+                table = _table(Category.RECORDINGS)
+                copies = list(conn.execute(select(table).where(
+                    table.c.invitation_id == req.invitation_id,
+                    table.c.staged == True,  # noqa: E712
+                ).order_by(table.c.source_id)).all())
+        categories: list[tuple[Category, int]] = [
+            (c, live[c.value]) for c in Category if c != Category.RECORDINGS and c.value in live]
+        return Plan(categories, copies, recordings_state)
 
     def _source_rows(self, table: Table, req: ReleaseSource) -> list[Any]:
         return [table.c.user_id == req.user_id, table.c.account_id == req.source_account_id,
                 table.c.staged == False]  # noqa: E712
 
-    def _release_batch(self, req: ReleaseSource, category: Category, state_id: int,
-                       limit: int) -> tuple[int, int] | None:
-        """Flip the next `limit` copies (by source id, on the unique copy index) and delete
-        their source rows, with the checkpoint, in one transaction. None when done."""
-        table = _table(category)
+    def _release_step(self, req: ReleaseSource, todo: Pending, limit: int,
+                      done: Released) -> tuple[Pending, int]:
+        """One transaction: release up to `limit` copies, category after category (a
+        small invitation's whole source in one go), then the verified recordings; each
+        transfer is marked released in the transaction that finishes it. Adds to `done`;
+        returns what is left and the copies handled."""
+        categories, recordings = list(todo.categories), list(todo.recordings)
+        recordings_state = todo.recordings_state
+        budget = limit
+        root = Path(self.settings.recordings_dir)
+        ids = [state_id for _, state_id in categories]
+        if recordings_state is not None:
+            ids.append(recordings_state)
         with write_transaction(self.engine) as conn:
-            row = conn.execute(update(STATE).where(  # a write first: takes the lock
-                STATE.c.id == state_id, STATE.c.state == LIVE,
-            ).values(updated_at=utcnow()))
-            if row.rowcount != 1:
-                return None  # released meanwhile (a concurrent run)
-            after = conn.execute(select(STATE.c.released_upto).where(
-                STATE.c.id == state_id)).scalar_one()
-            mine = [table.c.invitation_id == req.invitation_id, table.c.source_id > after]
-            upto = conn.execute(select(table.c.source_id).where(*mine)
-                                .order_by(table.c.source_id).offset(limit - 1).limit(1)).scalar()
-            if upto is None:
-                upto = conn.execute(select(table.c.source_id).where(*mine)
-                                    .order_by(table.c.source_id.desc()).limit(1)).scalar()
-            if upto is None:
-                conn.execute(update(STATE).where(STATE.c.id == state_id).values(
-                    state=RELEASED, updated_at=utcnow()))
-                return None
+            # A write first: it takes the lock (SQLite: the database; PostgreSQL: the rows)
+            # and reads the checkpoints of the transfers still live.
+            live = {row.id: row for row in conn.execute(update(STATE).where(
+                STATE.c.id.in_(ids), STATE.c.state == LIVE,
+            ).values(updated_at=utcnow()).returning(
+                STATE.c.id, STATE.c.released_upto, STATE.c.rows_copied))}
+            released: list[int] = []
+            while categories and budget > 0:
+                category, state_id = categories[0]
+                state = live.get(state_id)
+                if state is None:  # released meanwhile (a concurrent run)
+                    categories.pop(0)
+                    continue
+                if state.released_upto == 0 and state.rows_copied <= budget:
+                    handled, flipped, removed = self._release_all(conn, req, category)
+                    handled, finished = max(handled, state.rows_copied), True
+                else:
+                    handled, flipped, removed, finished = self._release_window(
+                        conn, req, category, state_id, state.released_upto, budget)
+                done.made_final[category.value] += flipped
+                done.source_rows_deleted[category.value] += removed
+                budget -= handled
+                if finished:
+                    released.append(state_id)
+                    categories.pop(0)
+            while not categories and recordings and budget > 0:
+                gone, removed = self._release_recording(conn, req, recordings.pop(0), root)
+                done.made_final[Category.RECORDINGS.value] += 1
+                done.source_rows_deleted[Category.RECORDINGS.value] += removed
+                done.files_deleted += gone
+                budget -= 1
+            if not categories and not recordings and recordings_state is not None:
+                released.append(recordings_state)
+                recordings_state = None
+            if released:
+                conn.execute(update(STATE).where(STATE.c.id.in_(released),
+                                                 STATE.c.state == LIVE)
+                             .values(state=RELEASED, updated_at=utcnow()))
+        return Pending(categories, recordings, recordings_state), limit - budget
+
+    def _release_all(self, conn: Connection, req: ReleaseSource,
+                     category: Category) -> tuple[int, int, int]:
+        """Every copy of a transfer with none released yet and no more copies than the
+        batch may take (its rows_copied): two statements, no window to find. Returns
+        (copies handled, flipped, source rows deleted)."""
+        table = _table(category)
+        mine = table.c.invitation_id == req.invitation_id
+        removed = conn.execute(delete(table).where(
+            *self._source_rows(table, req),
+            table.c.id.in_(select(table.c.source_id).where(mine)))).rowcount
+        flipped = conn.execute(update(table).where(
+            mine, table.c.staged == True).values(staged=False)).rowcount  # noqa: E712
+        flipped, removed = max(int(flipped or 0), 0), max(int(removed or 0), 0)
+        return flipped, flipped, removed
+
+    def _release_window(self, conn: Connection, req: ReleaseSource, category: Category,
+                        state_id: int, after: int, limit: int) -> tuple[int, int, int, bool]:
+        """Flip the next `limit` copies after the checkpoint `after` (by source id, on the
+        unique copy index) and delete their source rows; moves the checkpoint unless
+        none are left. Returns (copies handled, flipped, source rows deleted, finished)."""
+        table = _table(category)
+        mine = [table.c.invitation_id == req.invitation_id, table.c.source_id > after]
+        window = select(table.c.source_id).where(*mine).order_by(table.c.source_id) \
+            .limit(limit).subquery()
+        handled, upto = conn.execute(select(func.count(), func.max(window.c.source_id))).one()
+        flipped = removed = 0
+        if handled:
             mine.append(table.c.source_id <= upto)
             copied_from = select(table.c.source_id).where(*mine)
             removed = conn.execute(delete(table).where(
@@ -182,70 +269,42 @@ class FinaliseActivities:
                 table.c.id.in_(copied_from))).rowcount
             flipped = conn.execute(update(table).where(
                 *mine, table.c.staged == True).values(staged=False)).rowcount  # noqa: E712
+        finished = handled < limit  # nothing left after this window
+        if not finished:
             conn.execute(update(STATE).where(STATE.c.id == state_id).values(
                 released_upto=upto))
-        return max(int(flipped or 0), 0), max(int(removed or 0), 0)
+        return (int(handled), max(int(flipped or 0), 0), max(int(removed or 0), 0),
+                finished)
 
-    async def _release_recordings(self, req: ReleaseSource,
-                                  state_id: int) -> tuple[int, int, int, int]:
-        """One recording at a time: re-verify the destination file; then one transaction
-        flips the copy, deletes the source file and then the source row. A crash after the
-        file went but before the commit leaves a source row without its file, which the
-        next run (the destination verified again) finishes; no file is ever orphaned."""
-        root = Path(self.settings.recordings_dir)
-        copies = await in_thread(self._staged_recordings, req)
-        files = flipped = removed = batches = 0
-        mismatched: list[str] = []
-        for copy in copies:
-            stop = threading.Event()
-            digest = await in_thread(sha256_of, root / copy.path, stop,
-                                     details={"recording": copy.id}, on_cancel=stop.set)
-            if digest != copy.sha256:
-                mismatched.append(f"recording {copy.source_id} ({copy.topic!r}) at "
-                                  f"{copy.path}: expected sha256 {copy.sha256}, read "
-                                  f"{digest or 'no file'}")
-                continue
-            gone, rows = await in_thread(self._release_recording, req, copy, root)
-            files += gone
-            removed += rows
-            flipped += 1
-            batches += 1
-            activity.heartbeat({"category": Category.RECORDINGS.value, "recording": copy.id})
-        if mismatched:
-            raise ApplicationError(
-                "destination recordings do not match their checksums; their source files "
-                "are kept: " + "; ".join(mismatched),
-                type=ERR_CHECKSUM_MISMATCH, non_retryable=True)
-        await in_thread(self._mark_released, state_id)
-        # Live: no attempt holds the transfer any more, so no temporary file is in use.
-        await in_thread(functools.partial(remove_staging_files, root, req.invitation_id,
-                                          temp_only=True))
-        return files, flipped, removed, batches
-
-    def _staged_recordings(self, req: ReleaseSource) -> list[Any]:
+    def _release_recording(self, conn: Connection, req: ReleaseSource, copy: Any,
+                           root: Path) -> tuple[int, int]:
+        """Flip a verified copy, delete the source file and then the source row. A crash
+        after the file went but before the commit leaves a source row without its file,
+        which the next run (the destination verified again) finishes; no file is ever
+        orphaned."""
         table = _table(Category.RECORDINGS)
-        with self.engine.connect() as conn:
-            return list(conn.execute(select(table).where(
-                table.c.invitation_id == req.invitation_id, table.c.staged == True,  # noqa: E712
-            ).order_by(table.c.source_id)).all())
-
-    def _release_recording(self, req: ReleaseSource, copy: Any, root: Path) -> tuple[int, int]:
-        table = _table(Category.RECORDINGS)
-        with write_transaction(self.engine) as conn:
-            conn.execute(update(table).where(table.c.id == copy.id).values(staged=False))
-            source = conn.execute(select(table.c.id, table.c.path).where(
-                *self._source_rows(table, req), table.c.id == copy.source_id)).first()
-            gone = removed = 0
-            if source is not None:
-                if source.path != copy.path:
-                    path = root / source.path
-                    gone = int(path.exists())
-                    path.unlink(missing_ok=True)
-                removed = conn.execute(delete(table).where(table.c.id == source.id)).rowcount
+        conn.execute(update(table).where(table.c.id == copy.id).values(staged=False))
+        source = conn.execute(select(table.c.id, table.c.path).where(
+            *self._source_rows(table, req), table.c.id == copy.source_id)).first()
+        gone = removed = 0
+        if source is not None:
+            if source.path != copy.path:
+                path = root / source.path
+                gone = int(path.exists())
+                path.unlink(missing_ok=True)
+            removed = conn.execute(delete(table).where(table.c.id == source.id)).rowcount
         return gone, max(int(removed or 0), 0)
 
-    def _mark_released(self, state_id: int) -> None:
-        with write_transaction(self.engine) as conn:
-            conn.execute(update(STATE).where(STATE.c.id == state_id, STATE.c.state == LIVE)
-                         .values(state=RELEASED, updated_at=utcnow()))
 
+@dataclass(frozen=True)
+class Plan:
+    categories: list[tuple[Category, int]]  # live transfers (but recordings), state ids
+    recordings: list[Any]  # staged recording copies
+    recordings_state: int | None  # the recordings' state id, if live
+
+
+@dataclass(frozen=True)
+class Pending:
+    categories: list[tuple[Category, int]]  # still to release, in order, with state ids
+    recordings: list[Any]  # verified recording copies still to flip
+    recordings_state: int | None  # to mark released once every copy is flipped

@@ -14,7 +14,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, update
+from sqlalchemy import Engine, Table, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -91,13 +91,15 @@ def add_event_once(
     """Audit events are keyed by (invitation, kind, time): the workflow's clock makes a
     retried activity write the same key, so it is written once."""
     at = as_utc(at)
-    exists = session.exec(select(AuditEvent.id).where(
+    conn = session.connection()
+    exists = conn.execute(select(AuditEvent.id).where(
         AuditEvent.invitation_id == invitation_id, AuditEvent.kind == kind, AuditEvent.at == at,
-    )).first()
+    ).limit(1)).first()
     if exists is not None:
         return False
-    session.add(AuditEvent(at=at, invitation_id=invitation_id, account_id=account_id,
-                           kind=kind, detail=detail))
+    # A Core INSERT: nothing reads the event back, so no ORM object (and no flush) for it.
+    conn.execute(insert(AuditEvent).values(at=at, invitation_id=invitation_id,
+                                           account_id=account_id, kind=kind, detail=detail))
     return True
 
 
@@ -176,9 +178,12 @@ class PlatformActivities:
                            at=req.invited_at, account_id=inp.account_id,
                            detail={"email": inp.email, "invited_by": inp.invited_by,
                                    "user_type": inp.user_type.value, "group": inp.group})
-            session.commit()
+            # Read before the commit, which expires the ORM objects (reading them after it
+            # would begin a second transaction).
             name = f"{inviter.first_name} {inviter.last_name}".strip() or inviter.email
-            return RegisteredInvitation(account_name=account.name, invited_by_name=name)
+            registered = RegisteredInvitation(account_name=account.name, invited_by_name=name)
+            session.commit()
+            return registered
 
     @activity.defn(name="record_status")
     async def record_status(self, change: StatusChange) -> None:
@@ -224,21 +229,26 @@ class PlatformActivities:
                                      org_account_id=check.account_id,
                                      source_account_id=source,
                                      user_type=check.user_type.value)
-            session.commit()
             if view is None:
-                return AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
-                                       reports_left_behind=0, user_id=None,
-                                       source_account_id=None, refusal=refusal)
-            assert user is not None
-            return AcceptanceFacts(
-                blocking=blocking,
-                quote=refund_quote(session, view, as_utc(check.at)),
-                settings_changes=settings_changes(session, view, check.account_id, check.group),
-                reports_left_behind=len(reports_left_behind(session, view)),
-                user_id=user.id,
-                source_account_id=source,
-                refusal=refusal,
-            )
+                facts = AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
+                                        reports_left_behind=0, user_id=None,
+                                        source_account_id=None, refusal=refusal)
+            else:
+                # Read in this transaction, before its commit expires the ORM objects
+                # (reading them after it would begin a second transaction).
+                assert user is not None
+                facts = AcceptanceFacts(
+                    blocking=blocking,
+                    quote=refund_quote(session, view, as_utc(check.at)),
+                    settings_changes=settings_changes(session, view, check.account_id,
+                                                      check.group),
+                    reports_left_behind=len(reports_left_behind(session, view)),
+                    user_id=user.id,
+                    source_account_id=source,
+                    refusal=refusal,
+                )
+            session.commit()
+            return facts
 
     # -- membership ---------------------------------------------------------------------
 
@@ -403,13 +413,14 @@ class PlatformActivities:
                                subscription_id=sub.id, kind="refund", amount_minor=amount,
                                currency=sub.currency, destination=req.destination.value,
                                destination_account_id=credit_to, created_at=at)
+            paid = _payment(row, "paid")  # before the commit expires `row`
             session.add(row)
             try:
                 session.commit()
             except IntegrityError:  # a concurrent attempt paid first: report its payment
                 session.rollback()
                 return self._paid_by_another_attempt(session, key)
-            return _payment(row, "paid")
+            return paid
 
     @staticmethod
     def _paid_by_another_attempt(session: Session, key: str) -> Payment:
@@ -451,6 +462,7 @@ class PlatformActivities:
                                amount_minor=-refund.amount_minor, currency=refund.currency,
                                destination=refund.destination,
                                destination_account_id=refund.destination_account_id)
+            reversed_ = _payment(row, "reversed")  # before the commit expires `row`
             session.add(row)
             try:
                 session.commit()
@@ -458,4 +470,5 @@ class PlatformActivities:
                 session.rollback()
                 row = session.exec(select(RefundLedger).where(
                     RefundLedger.idempotency_key == key)).one()
-            return _payment(row, "reversed")
+                return _payment(row, "reversed")
+            return reversed_

@@ -26,9 +26,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -98,9 +99,19 @@ def _sqlite_engine(url: str, busy_timeout_seconds: float, foreign_keys: bool) ->
     return engine
 
 
+_WRITER_ATTR = "_invites_writer"  # the engine's writer, made once (see _writer)
+_LOCK_ATTR = "_invites_writers_lock"
+
+
 def _writer(engine: Engine) -> Engine:
-    """The same engine (and pool) whose transactions begin IMMEDIATE on SQLite."""
-    return engine.execution_options(**{_BEGIN: "IMMEDIATE"})
+    """The same engine (and pool) whose transactions begin IMMEDIATE on SQLite. Made once
+    per engine and kept on it: `execution_options()` builds a new engine object each call,
+    which showed in the worker's profile at one call per write transaction."""
+    writer: Engine | None = engine.__dict__.get(_WRITER_ATTR)
+    if writer is None:
+        writer = engine.execution_options(**{_BEGIN: "IMMEDIATE"})
+        setattr(engine, _WRITER_ATTR, writer)
+    return writer
 
 
 _LOCKS: dict[str, threading.RLock] = {}
@@ -111,11 +122,16 @@ def _writers_in_turn(engine: Engine) -> AbstractContextManager[object]:
     """On SQLite, this process's writers take turns on a mutex before BEGIN IMMEDIATE.
     SQLite's own busy handler makes a waiting writer sleep up to 100 ms between tries,
     so under contention the lock sits free while waiters sleep; a mutex hands it on at
-    once. Other processes still meet at SQLite's lock (busy_timeout)."""
+    once. Other processes still meet at SQLite's lock (busy_timeout). One mutex per
+    database URL (engines of one file share it), looked up once per engine."""
     if engine.dialect.name != "sqlite":
         return nullcontext()
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault(str(engine.url), threading.RLock())
+    lock: threading.RLock | None = engine.__dict__.get(_LOCK_ATTR)
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = _LOCKS.setdefault(str(engine.url), threading.RLock())
+        setattr(engine, _LOCK_ATTR, lock)
+    return lock
 
 
 @contextmanager
@@ -132,6 +148,14 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
     beginning IMMEDIATE on SQLite. `with write_transaction(engine) as conn:`."""
     with _writers_in_turn(engine), _writer(engine).begin() as conn:
         yield conn
+
+
+def insert_for(bind: Engine | Connection, table: Table) -> Any:
+    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL)."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(bind.dialect.name)
+    if dialect is None:
+        raise RuntimeError(f"no ON CONFLICT insert for database {bind.dialect.name!r}")
+    return dialect.insert(table)
 
 
 def init_db(engine: Engine) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_
+from sqlalchemy import ColumnElement, ScalarSelect, and_, func, or_
 from sqlmodel import Session, col, select
 
 from models.db import as_utc
@@ -169,11 +169,21 @@ def category_counts(session: Session, invitee: User) -> list[CategoryCount]:
     return counts
 
 
+def _reports_of(user_id: int | None, account_id: int) -> list[ColumnElement[bool]]:
+    return [col(Report.user_id) == user_id, col(Report.account_id) == account_id]
+
+
 def reports_left_behind(session: Session, invitee: User) -> list[Report]:
     return list(session.exec(
-        select(Report).where(Report.user_id == invitee.id, Report.account_id == invitee.account_id)
+        select(Report).where(*_reports_of(invitee.id, invitee.account_id))
         .order_by(col(Report.held_on))
     ).all())
+
+
+def reports_left_behind_count(user_id: int, account_id: int) -> ScalarSelect[int]:
+    """How many reports stay behind, as a subquery (the transfer reads it with its count)."""
+    return select(func.count()).select_from(Report).where(
+        *_reports_of(user_id, account_id)).scalar_subquery()
 
 
 def active_subscription(session: Session, account_id: int) -> Subscription | None:

@@ -40,7 +40,7 @@ from models.tables import (
     User,
 )
 from tests.test_platform_activities import INVITATION, claim, link, make_world, rows
-from tests.test_transfers import World, run_all, transfer
+from tests.test_transfers import World, commits, run_all, transfer
 
 DATA = dict(meetings=2, webinars=1, recordings=2, chat=1500, contacts=3, reports=2)
 MOVED = {"profile": 1, "meetings": 3, "recordings": 2, "chat": 1500, "contacts": 3,
@@ -70,9 +70,9 @@ def release_req(w: World) -> ReleaseSource:
 async def transferred_world(env: ActivityEnvironment, engine: Engine,
                             settings: Settings) -> World:
     w = make_world(engine, settings, **DATA)
-    platform = PlatformActivities(settings, engine)
-    await claim(env, platform, w)  # the acceptance check takes the join claim
-    await env.run(platform.link_member, link(w))
+    acts = PlatformActivities(settings, engine)
+    await claim(env, acts, w)  # link_member requires the join claim the check takes
+    await env.run(acts.link_member, link(w))
     await run_all(env, TransferActivities(settings, engine), w)
     return w
 
@@ -165,6 +165,27 @@ async def test_release_source_makes_copies_final_and_removes_the_source_once(
     assert len(rows(engine, Report, Report.account_id == w.source_id)) == 2  # never move
     # finalise again after the release: still the same answer, still nothing deleted
     assert (await env.run(fin.finalise, finalise_req(w))).made_live == MOVED
+
+
+async def test_a_small_invitation_is_released_in_one_write_transaction(
+        env, fin, engine, settings):
+    """Fewer copies than a batch takes: every category (recordings included, after their
+    destination was re-verified) is released, and marked so, in one transaction."""
+    w = make_world(engine, settings, meetings=2, recordings=1, chat=5, contacts=2)
+    acts = PlatformActivities(settings, engine)
+    await claim(env, acts, w)
+    await env.run(acts.link_member, link(w))
+    await run_all(env, TransferActivities(settings, engine), w)
+    await env.run(fin.finalise, finalise_req(w))
+    with commits(engine) as n:
+        done = await env.run(fin.release_source, release_req(w))
+    assert n == [1] and done.batches == 1
+    moved = {"profile": 1, "meetings": 2, "recordings": 1, "chat": 5, "contacts": 2,
+             "settings": 2}
+    assert done.made_final == done.source_rows_deleted == moved and done.files_deleted == 1
+    assert {s.state for s in rows(engine, TransferState)} == {"released"}
+    for table in CATEGORY_TABLES.values():
+        assert rows(engine, table, table.account_id == w.source_id) == []
 
 
 async def test_a_corrupted_destination_keeps_its_source_file(env, fin, engine, settings):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, event, func
 from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -68,6 +70,22 @@ def count(engine: Engine, table: Any, *where: Any) -> int:
         return int(session.exec(select(func.count()).select_from(table).where(*where)).one())
 
 
+@contextmanager
+def commits(engine: Engine) -> Iterator[list[int]]:
+    """Counts the transactions committed on `engine` inside the block (the write
+    transactions: reads are never committed), in `[n]`."""
+    n = [0]
+
+    def on_commit(_conn: Any) -> None:
+        n[0] += 1
+
+    event.listen(engine, "commit", on_commit)
+    try:
+        yield n
+    finally:
+        event.remove(engine, "commit", on_commit)
+
+
 def files(settings: Settings, pattern: str) -> list[Path]:
     return list(Path(settings.recordings_dir).glob(pattern))
 
@@ -106,6 +124,28 @@ async def test_every_category_is_copied_exactly_once(acts, engine, settings):
     assert first[Category.RECORDINGS].bytes == sum(2 * 1024 * 1024 + 17 + i * 1024
                                                    for i in range(3))
     assert second[Category.RECORDINGS].bytes == 0  # already staged: skipped
+
+
+async def test_a_small_category_is_one_write_transaction(acts, engine, settings):
+    """No more rows than the first batch: claim, copy, checkpoint and the settings' locks
+    commit together; a retry is one transaction too and copies nothing again."""
+    w = make_world(engine, settings, contacts=4, settings={"cloud_recording": False})
+    env = ActivityEnvironment()
+    for category, n in ((Category.CONTACTS, 4), (Category.SETTINGS, 1)):
+        fn = acts.transfer_contacts if category == Category.CONTACTS else acts.transfer_settings
+        with commits(engine) as first_commits:
+            first = await env.run(fn, transfer(w, category))
+        with commits(engine) as retry_commits:
+            retry = await env.run(fn, transfer(w, category))
+        assert first_commits == retry_commits == [1], category
+        assert (first.total, first.copied, first.inserted, first.batches) == (n, n, n, 1)
+        assert (retry.copied, retry.inserted, retry.batches) == (n, 0, 0)
+        assert retry.epoch == first.epoch + 1 and retry.resumed_from == state(
+            engine, category).checkpoint
+    assert [c.key for c in first.settings_changed] == ["cloud_recording"]
+    with Session(engine) as session:  # the organisation's lock applied to the copy
+        staged = session.exec(select(UserSetting).where(UserSetting.staged == True)).one()  # noqa: E712
+    assert (staged.key, staged.value) == ("cloud_recording", True)
 
 
 async def test_recordings_are_verified_copies(acts, engine, settings):
