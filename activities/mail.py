@@ -24,13 +24,13 @@ from email.utils import formataddr, formatdate, parseaddr
 from typing import Any
 
 import aiosmtplib
-from sqlalchemy import Engine, Table, select
+from sqlalchemy import Engine, Table, bindparam, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from config import Settings
 from linkhandler.present import make_environment
-from models.db import insert_for, write_transaction
+from models.db import insert_for, prepared, write_transaction
 from models.links import signed_acceptance_url
 from models.payloads import (
     Category,
@@ -140,17 +140,18 @@ class MailActivities:
     def _already_sent(self, message_keys: list[str]) -> dict[str, str]:
         """The subjects of the messages among these already sent, by key (one query)."""
         with self.engine.connect() as conn:
-            return {row.message_key: row.subject for row in conn.execute(
-                select(SENT.c.message_key, SENT.c.subject).where(
-                    SENT.c.message_key.in_(message_keys)))}
+            return {row.message_key: row.subject for row in conn.execute(prepared(
+                conn, "sent_subjects", lambda: select(SENT.c.message_key, SENT.c.subject)
+                .where(SENT.c.message_key.in_(bindparam("keys", expanding=True)))),
+                {"keys": message_keys})}
 
     def _record(self, req: EmailRequest, subject: str) -> None:
         # A concurrent attempt that recorded it first sent the same message: keep its row.
         with write_transaction(self.engine) as conn:
-            conn.execute(insert_for(conn, SENT).values(
-                message_key=req.message_key, invitation_id=req.invitation_id,
-                kind=req.kind.value, to=req.to, subject=subject, sent_at=utcnow(),
-            ).on_conflict_do_nothing(index_elements=["message_key"]))
+            conn.execute(prepared(conn, "record_sent", lambda: insert_for(conn, SENT)
+                                  .on_conflict_do_nothing(index_elements=["message_key"])), {
+                "message_key": req.message_key, "invitation_id": req.invitation_id,
+                "kind": req.kind.value, "to": req.to, "subject": subject, "sent_at": utcnow()})
 
     @activity.defn(name="send_emails")
     async def send_emails(self, batch: EmailBatch) -> list[EmailResult]:

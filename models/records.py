@@ -10,12 +10,16 @@ create it neither fail nor undo each other.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, col
+from sqlalchemy import Table
+from sqlmodel import Session
 
+from models.db import insert_for, prepared
 from models.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
 from models.tables import Invitation
+
+INVITATIONS: Table = Invitation.__table__  # type: ignore[attr-defined]
 
 
 def upsert_invitation(
@@ -31,9 +35,13 @@ def upsert_invitation(
         "status": InvitationStatus.PENDING.value, "invited_at": invited_at,
         "expires_at": expires_at, "updated_at": datetime.now(UTC), "source_account_id": None,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(Invitation).values(**values)
-    reopen = {k: insert.excluded[k] for k in values if k not in ("id", "account_id", "email")}
-    session.connection().execute(insert.on_conflict_do_update(
-        index_elements=["id"], set_=reopen,
-        where=col(Invitation.status).in_(FINAL_STATUS_VALUES)))
+    conn = session.connection()
+
+    def build() -> Any:  # once per dialect: the values are parameters
+        insert = insert_for(conn, INVITATIONS)
+        reopen = {k: insert.excluded[k] for k in values if k not in ("id", "account_id", "email")}
+        return insert.on_conflict_do_update(
+            index_elements=["id"], set_=reopen,
+            where=INVITATIONS.c.status.in_(FINAL_STATUS_VALUES))
+
+    conn.execute(prepared(conn, "upsert_invitation", build), values)
