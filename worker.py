@@ -67,8 +67,9 @@ _SIZED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = weakref.Weak
 def size_thread_pool(threads: int) -> None:
     """Activities run their blocking database and file work on the running loop's default
     executor (asyncio.to_thread, run_in_executor(None)). Python sizes it min(32, cpus + 4):
-    6 threads on 2 cores for 50 concurrent activities, so heartbeats queued behind a
-    saturated pool would starve. Give it one thread per activity slot, plus a few."""
+    6 threads on 2 cores for 50 concurrent activities, so activities would wait for a
+    thread while holding their slot. Give it one thread per (local) activity slot, plus a
+    few. Most of them wait (on SQLite, for the writers' mutex: models/db.py)."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
@@ -87,13 +88,19 @@ def build_worker(
     from workflows.invitation import InvitationWorkflow
 
     max_concurrent_activities = kwargs.pop("max_concurrent_activities", 50)
-    size_thread_pool(max_concurrent_activities + 4)
+    # The SDK's default, made explicit: local activities (the bookkeeping, check, link and
+    # refund steps) run on the same executor as activities, so the pool counts them too.
+    # With threads for activities only, the local activities on every invitation's
+    # critical path queued behind transfers for a thread (~0.4 s each under a burst).
+    max_concurrent_local_activities = kwargs.pop("max_concurrent_local_activities", 100)
+    size_thread_pool(max_concurrent_activities + max_concurrent_local_activities + 4)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[InvitationWorkflow],
         activities=activities if activities is not None else build_activities(settings, engine),
         max_concurrent_activities=max_concurrent_activities,
+        max_concurrent_local_activities=max_concurrent_local_activities,
         # Modules are imported once, not per workflow run: the sandbox still guards
         # against non-deterministic calls, and the worker spends its CPU on workflows.
         workflow_runner=SandboxedWorkflowRunner(

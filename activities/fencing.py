@@ -27,12 +27,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, update
+from sqlalchemy import Connection, Integer, Table, and_, bindparam, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from models.activity_io import ERR_TRANSFER_SUPERSEDED, ERR_TRANSFER_UNDONE
-from models.db import as_utc, insert_for
+from models.db import as_utc, insert_for, prepared
 from models.tables import TransferState, utcnow
 
 RUNNING, UNDONE, LIVE, RELEASED = "running", "undone", "live", "released"
@@ -69,17 +69,33 @@ class Cursor:
         return replace(self, checkpoint=checkpoint, limit=limit)
 
 
+def _upsert_state(conn: Connection, claiming: bool) -> Any:
+    """INSERT the state row, or on conflict: bump the epoch of a running one (claiming),
+    or touch it; RETURNING the row (none when a claim meets a row not running)."""
+    def build() -> Any:
+        insert = insert_for(conn, STATE).values(
+            invitation_id=bindparam("invitation_id"), category=bindparam("category"),
+            epoch=1 if claiming else 0, state=RUNNING, updated_at=bindparam("now"))
+        if claiming:
+            upsert = insert.on_conflict_do_update(
+                index_elements=["invitation_id", "category"],
+                set_={"epoch": STATE.c.epoch + 1, "updated_at": insert.excluded.updated_at},
+                where=STATE.c.state == RUNNING)
+        else:
+            upsert = insert.on_conflict_do_update(
+                index_elements=["invitation_id", "category"],
+                set_={"updated_at": insert.excluded.updated_at})
+        return upsert.returning(*STATE.c)
+    return prepared(conn, ("upsert_state", claiming), build)
+
+
 def state_row(conn: Connection, invitation_id: str, category: str) -> Any:
     """The state row, created if missing and locked until commit, in one statement: an
     upsert whose DO UPDATE (of `updated_at` only) takes the row lock on PostgreSQL like
     FOR UPDATE (SQLite's IMMEDIATE transaction already holds the database), and RETURNING
     gives the row as it stands, so what is decided from it holds until commit."""
-    now = utcnow()
-    insert = insert_for(conn, STATE).values(invitation_id=invitation_id, category=category,
-                                            epoch=0, state=RUNNING, updated_at=now)
-    return conn.execute(insert.on_conflict_do_update(
-        index_elements=["invitation_id", "category"], set_={"updated_at": now},
-    ).returning(*STATE.c)).one()
+    return conn.execute(_upsert_state(conn, claiming=False), {
+        "invitation_id": invitation_id, "category": category, "now": utcnow()}).one()
 
 
 def _cursor(row: Any, first_batch: int) -> Cursor:
@@ -95,13 +111,8 @@ def claim(conn: Connection, invitation_id: str, category: str, scheduled_at: dat
     it is running, bumps its epoch (DO UPDATE ... WHERE state = 'running'; the conflicting
     row is locked on PostgreSQL whether or not it matches). A row in another state comes
     back empty and is decided below."""
-    now = utcnow()
-    insert = insert_for(conn, STATE).values(invitation_id=invitation_id, category=category,
-                                            epoch=1, state=RUNNING, updated_at=now)
-    taken = conn.execute(insert.on_conflict_do_update(
-        index_elements=["invitation_id", "category"],
-        set_={"epoch": STATE.c.epoch + 1, "updated_at": now}, where=STATE.c.state == RUNNING,
-    ).returning(*STATE.c)).first()
+    taken = conn.execute(_upsert_state(conn, claiming=True), {
+        "invitation_id": invitation_id, "category": category, "now": utcnow()}).first()
     if taken is not None:
         return _cursor(taken, first_batch)
     row = state_row(conn, invitation_id, category)
@@ -129,13 +140,20 @@ def _superseded(cursor: Cursor) -> ApplicationError:
         type=ERR_TRANSFER_SUPERSEDED, non_retryable=True)
 
 
+def _held() -> Any:
+    """The attempt's fence: its state row still carries its epoch and is running."""
+    return and_(STATE.c.id == bindparam("state_id"), STATE.c.epoch == bindparam("held_epoch"),
+                STATE.c.state == RUNNING)
+
+
 def hold(conn: Connection, cursor: Cursor) -> None:
     """First statement of a batch's transaction: check the attempt still holds the
     transfer, and take the lock that keeps it so until commit. Being a write, it also keeps
     SQLite from failing a read transaction's later upgrade to a write (SQLITE_BUSY)."""
-    done = conn.execute(update(STATE).where(
-        STATE.c.id == cursor.state_id, STATE.c.epoch == cursor.epoch, STATE.c.state == RUNNING,
-    ).values(updated_at=utcnow()))
+    stmt = prepared(conn, "hold", lambda: update(STATE).where(_held()).values(
+        updated_at=bindparam("now")))
+    done = conn.execute(stmt, {"state_id": cursor.state_id, "held_epoch": cursor.epoch,
+                               "now": utcnow()})
     if done.rowcount != 1:
         raise _superseded(cursor)
 
@@ -144,11 +162,15 @@ def advance(conn: Connection, cursor: Cursor, checkpoint: int, rows: int,
             size: int = 0) -> int:
     """Last statement of a batch's transaction: the checkpoint moves with the batch.
     Returns the rows copied by every committed batch of the round, this one included."""
-    done = conn.execute(update(STATE).where(
-        STATE.c.id == cursor.state_id, STATE.c.epoch == cursor.epoch, STATE.c.state == RUNNING,
-    ).values(checkpoint=checkpoint, rows_copied=STATE.c.rows_copied + rows,
-             batches=STATE.c.batches + 1, bytes_copied=STATE.c.bytes_copied + size,
-             updated_at=utcnow()).returning(STATE.c.rows_copied)).first()
+    stmt = prepared(conn, "advance", lambda: update(STATE).where(_held()).values(
+        checkpoint=bindparam("new_checkpoint"),
+        rows_copied=STATE.c.rows_copied + bindparam("rows", type_=Integer),
+        batches=STATE.c.batches + 1,
+        bytes_copied=STATE.c.bytes_copied + bindparam("size", type_=Integer),
+        updated_at=bindparam("now")).returning(STATE.c.rows_copied))
+    done = conn.execute(stmt, {"state_id": cursor.state_id, "held_epoch": cursor.epoch,
+                               "new_checkpoint": checkpoint, "rows": rows, "size": size,
+                               "now": utcnow()}).first()
     if done is None:
         raise _superseded(cursor)
     return int(done.rows_copied)

@@ -26,8 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, func, select, update
-from sqlmodel import col
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, select, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -43,7 +42,7 @@ from models.activity_io import (
     Released,
     ReleaseSource,
 )
-from models.db import write_transaction
+from models.db import prepared, write_transaction
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES
 from models.records import record_change
@@ -52,6 +51,13 @@ from models.tables import Account, AuditEvent, User, utcnow
 
 def _table(category: Category) -> Table:
     return CATEGORY_TABLES[category].__table__  # type: ignore[no-any-return]
+
+
+def _source_params(table: Table) -> list[Any]:
+    """The source rows of the invitee (parameters src_user and src_account)."""
+    return [table.c.user_id == bindparam("src_user"),
+            table.c.account_id == bindparam("src_account"),
+            table.c.staged == False]  # noqa: E712
 
 
 class FinaliseActivities:
@@ -66,14 +72,19 @@ class FinaliseActivities:
         return await in_thread(self._finalise, req)
 
     def _finalise(self, req: Finalise) -> Finalised:
+        account = Account.__table__  # type: ignore[attr-defined]
+        events = AuditEvent.__table__  # type: ignore[attr-defined]
+        mine = {"invitation": req.invitation_id}
         with write_transaction(self.engine) as conn:
             # A write first: it takes the lock (SQLite: the database; PostgreSQL: the rows)
             # that keeps every transfer of this invitation as read below until commit.
-            conn.execute(update(STATE).where(
-                STATE.c.invitation_id == req.invitation_id, STATE.c.state == RUNNING,
-            ).values(state=LIVE, epoch=STATE.c.epoch + 1, updated_at=utcnow()))
-            states = conn.execute(select(STATE.c.category, STATE.c.state, STATE.c.rows_copied)
-                                  .where(STATE.c.invitation_id == req.invitation_id)).all()
+            conn.execute(prepared(conn, "finalise_live", lambda: update(STATE).where(
+                STATE.c.invitation_id == bindparam("invitation"), STATE.c.state == RUNNING,
+            ).values(state=LIVE, epoch=STATE.c.epoch + 1, updated_at=bindparam("now"))),
+                mine | {"now": utcnow()})
+            states = conn.execute(prepared(conn, "finalise_states", lambda: select(
+                STATE.c.category, STATE.c.state, STATE.c.rows_copied,
+            ).where(STATE.c.invitation_id == bindparam("invitation"))), mine).all()
             undone = sorted(s.category for s in states if s.state == UNDONE)
             if undone:
                 raise ApplicationError(
@@ -83,18 +94,20 @@ class FinaliseActivities:
             made_live = {c.value: copied.get(c.value, 0) for c in Category}
             closed = False
             if req.source_account_id is not None:
-                account = Account.__table__  # type: ignore[attr-defined]
-                members = conn.execute(select(func.count()).select_from(User).where(
-                    col(User.account_id) == req.source_account_id)).scalar_one()
-                if members == 0:
-                    conn.execute(update(account).where(
-                        account.c.id == req.source_account_id).values(status="closed"))
-                closed = conn.execute(select(account.c.status).where(
-                    account.c.id == req.source_account_id)).scalar() == "closed"
-            events = AuditEvent.__table__  # type: ignore[attr-defined]
-            already = conn.execute(select(events.c.id).where(
-                events.c.invitation_id == req.invitation_id, events.c.kind == "finalised",
-            ).limit(1)).first()
+                source = {"source": req.source_account_id}
+                # Closed when nobody is left in it (one statement); then read as it stands.
+                users = User.__table__  # type: ignore[attr-defined]
+                conn.execute(prepared(conn, "finalise_close", lambda: update(account).where(
+                    account.c.id == bindparam("source"),
+                    ~select(users.c.id).where(users.c.account_id == bindparam("source"))
+                    .exists(),
+                ).values(status="closed")), source)
+                closed = conn.execute(prepared(conn, "finalise_closed", lambda: select(
+                    account.c.status).where(account.c.id == bindparam("source"))),
+                    source).scalar() == "closed"
+            already = conn.execute(prepared(conn, "finalise_event", lambda: select(
+                events.c.id).where(events.c.invitation_id == bindparam("invitation"),
+                                   events.c.kind == "finalised").limit(1)), mine).first()
             if already is None:
                 conn.execute(events.insert().values(
                     invitation_id=req.invitation_id, account_id=req.org_account_id,
@@ -197,10 +210,12 @@ class FinaliseActivities:
         with write_transaction(self.engine) as conn:
             # A write first: it takes the lock (SQLite: the database; PostgreSQL: the rows)
             # and reads the checkpoints of the transfers still live.
-            live = {row.id: row for row in conn.execute(update(STATE).where(
-                STATE.c.id.in_(ids), STATE.c.state == LIVE,
-            ).values(updated_at=utcnow()).returning(
-                STATE.c.id, STATE.c.released_upto, STATE.c.rows_copied))}
+            live = {row.id: row for row in conn.execute(prepared(
+                conn, "release_lock", lambda: update(STATE).where(
+                    STATE.c.id.in_(bindparam("ids", expanding=True)), STATE.c.state == LIVE,
+                ).values(updated_at=bindparam("now")).returning(
+                    STATE.c.id, STATE.c.released_upto, STATE.c.rows_copied)),
+                {"ids": ids, "now": utcnow()})}
             released: list[int] = []
             while categories and budget > 0:
                 category, state_id = categories[0]
@@ -230,9 +245,10 @@ class FinaliseActivities:
                 released.append(recordings_state)
                 recordings_state = None
             if released:
-                conn.execute(update(STATE).where(STATE.c.id.in_(released),
-                                                 STATE.c.state == LIVE)
-                             .values(state=RELEASED, updated_at=utcnow()))
+                conn.execute(prepared(conn, "release_done", lambda: update(STATE).where(
+                    STATE.c.id.in_(bindparam("ids", expanding=True)), STATE.c.state == LIVE,
+                ).values(state=RELEASED, updated_at=bindparam("now"))),
+                    {"ids": released, "now": utcnow()})
         return Pending(categories, recordings, recordings_state), limit - budget
 
     def _release_all(self, conn: Connection, req: ReleaseSource,
@@ -241,12 +257,16 @@ class FinaliseActivities:
         batch may take (its rows_copied): two statements, no window to find. Returns
         (copies handled, flipped, source rows deleted)."""
         table = _table(category)
-        mine = table.c.invitation_id == req.invitation_id
-        removed = conn.execute(delete(table).where(
-            *self._source_rows(table, req),
-            table.c.id.in_(select(table.c.source_id).where(mine)))).rowcount
-        flipped = conn.execute(update(table).where(
-            mine, table.c.staged == True).values(staged=False)).rowcount  # noqa: E712
+        mine = table.c.invitation_id == bindparam("invitation")
+        params = {"invitation": req.invitation_id, "src_user": req.user_id,
+                  "src_account": req.source_account_id}
+        removed = conn.execute(prepared(conn, ("release_sources", category), lambda: delete(
+            table).where(*_source_params(table),
+                         table.c.id.in_(select(table.c.source_id).where(mine)))),
+            params).rowcount
+        flipped = conn.execute(prepared(conn, ("release_copies", category), lambda: update(
+            table).where(mine, table.c.staged == True).values(staged=False)),  # noqa: E712
+            params).rowcount
         flipped, removed = max(int(flipped or 0), 0), max(int(removed or 0), 0)
         return flipped, flipped, removed
 
@@ -283,16 +303,21 @@ class FinaliseActivities:
         which the next run (the destination verified again) finishes; no file is ever
         orphaned."""
         table = _table(Category.RECORDINGS)
-        conn.execute(update(table).where(table.c.id == copy.id).values(staged=False))
-        source = conn.execute(select(table.c.id, table.c.path).where(
-            *self._source_rows(table, req), table.c.id == copy.source_id)).first()
+        conn.execute(prepared(conn, "release_recording_copy", lambda: update(table).where(
+            table.c.id == bindparam("copy")).values(staged=False)), {"copy": copy.id})
+        source = conn.execute(prepared(conn, "release_recording_source", lambda: select(
+            table.c.id, table.c.path).where(*_source_params(table),
+                                            table.c.id == bindparam("source"))),
+            {"src_user": req.user_id, "src_account": req.source_account_id,
+             "source": copy.source_id}).first()
         gone = removed = 0
         if source is not None:
             if source.path != copy.path:
                 path = root / source.path
                 gone = int(path.exists())
                 path.unlink(missing_ok=True)
-            removed = conn.execute(delete(table).where(table.c.id == source.id)).rowcount
+            removed = conn.execute(prepared(conn, "release_recording_row", lambda: delete(
+                table).where(table.c.id == bindparam("source"))), {"source": source.id}).rowcount
         return gone, max(int(removed or 0), 0)
 
 

@@ -14,7 +14,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, insert, update
+from sqlalchemy import Engine, Table, bindparam, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -43,7 +43,12 @@ from models.claims import (
     seats_taken,
     take_claim,
 )
+<<<<<<< HEAD
 from models.db import as_utc, write_session, write_transaction
+=======
+from models.claims import release as release_claim
+from models.db import as_utc, prepared, write_session
+>>>>>>> h-perf
 from models.ids import normalise_email, refund_idempotency_key, reversal_idempotency_key
 from models.money import prorated_refund_minor
 from models.payloads import (
@@ -68,7 +73,11 @@ from models.tables import (
     Role,
     Subscription,
     User,
+    utcnow,
 )
+
+EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+INVITATIONS: Table = Invitation.__table__  # type: ignore[attr-defined]
 
 # Business failures of this module not (yet) in models.activity_io.
 ERR_INVALID_INVITATION = "InvalidInvitation"  # unknown account, or inviter not owner/admin
@@ -90,16 +99,16 @@ def add_event_once(
 ) -> bool:
     """Audit events are keyed by (invitation, kind, time): the workflow's clock makes a
     retried activity write the same key, so it is written once."""
-    at = as_utc(at)
+    key = {"invitation_id": invitation_id, "kind": kind, "at": as_utc(at)}
     conn = session.connection()
-    exists = conn.execute(select(AuditEvent.id).where(
-        AuditEvent.invitation_id == invitation_id, AuditEvent.kind == kind, AuditEvent.at == at,
-    ).limit(1)).first()
+    exists = conn.execute(prepared(conn, "event_exists", lambda: select(EVENTS.c.id).where(
+        EVENTS.c.invitation_id == bindparam("invitation_id"),
+        EVENTS.c.kind == bindparam("kind"), EVENTS.c.at == bindparam("at"),
+    ).limit(1)), key).first()
     if exists is not None:
         return False
     # A Core INSERT: nothing reads the event back, so no ORM object (and no flush) for it.
-    conn.execute(insert(AuditEvent).values(at=at, invitation_id=invitation_id,
-                                           account_id=account_id, kind=kind, detail=detail))
+    conn.execute(EVENTS.insert(), key | {"account_id": account_id, "detail": detail})
     return True
 
 
@@ -162,7 +171,7 @@ class PlatformActivities:
 
     def _register_invitation(self, req: RegisterInvitation) -> RegisteredInvitation:
         inp = req.input
-        with write_session(self.engine) as session:
+        with Session(self.engine) as session:  # checks first: a read, no write lock
             account = session.get(Account, inp.account_id)
             if account is None:
                 raise ApplicationError(f"account {inp.account_id} does not exist",
@@ -172,26 +181,64 @@ class PlatformActivities:
                 raise ApplicationError(
                     f"{inp.invited_by} is not an owner or admin of {account.name}",
                     type=ERR_INVALID_INVITATION, non_retryable=True)
-            upsert_invitation(session, req.invitation_id, inp, invited_by_user_id=inviter.id,
+            inviter_id = inviter.id
+            name = f"{inviter.first_name} {inviter.last_name}".strip() or inviter.email
+            registered = RegisteredInvitation(account_name=account.name, invited_by_name=name)
+        with write_session(self.engine) as session:
+            upsert_invitation(session, req.invitation_id, inp, invited_by_user_id=inviter_id,
                               invited_at=req.invited_at, expires_at=req.expires_at)
             add_event_once(session, invitation_id=req.invitation_id, kind="invited",
                            at=req.invited_at, account_id=inp.account_id,
                            detail={"email": inp.email, "invited_by": inp.invited_by,
                                    "user_type": inp.user_type.value, "group": inp.group})
-            # Read before the commit, which expires the ORM objects (reading them after it
-            # would begin a second transaction).
-            name = f"{inviter.first_name} {inviter.last_name}".strip() or inviter.email
-            registered = RegisteredInvitation(account_name=account.name, invited_by_name=name)
             session.commit()
-            return registered
+        return registered
 
     @activity.defn(name="record_status")
     async def record_status(self, change: StatusChange) -> None:
         await asyncio.to_thread(self._record_status, change)
 
     def _record_status(self, change: StatusChange) -> None:
+<<<<<<< HEAD
         with write_transaction(self.engine) as conn:
             record_change(conn, change)
+=======
+        new = change.status.value
+        values: dict[str, Any] = {"status": new, "updated_at": as_utc(change.at)}
+        if change.expires_at is not None:
+            values["expires_at"] = as_utc(change.expires_at)
+        if change.source_account_id is not None:
+            values["source_account_id"] = change.source_account_id
+        final = new in FINAL_STATUS_VALUES
+
+        def build() -> Any:
+            stmt = update(INVITATIONS).where(INVITATIONS.c.id == bindparam("invitation"))
+            if not final:  # never reopen an ended invitation
+                stmt = stmt.where(INVITATIONS.c.status.not_in(FINAL_STATUS_VALUES))
+            return stmt.values(**{k: bindparam(f"new_{k}") for k in values}).returning(
+                INVITATIONS.c.account_id)
+
+        params = {f"new_{k}": v for k, v in values.items()} | {
+            "invitation": change.invitation_id}
+        with write_session(self.engine) as session:
+            conn = session.connection()
+            updated = conn.execute(prepared(conn, ("record_status", final, tuple(values)),
+                                            build), params).first()
+            account_id = updated.account_id if updated is not None else conn.execute(
+                select(Invitation.account_id).where(
+                    col(Invitation.id) == change.invitation_id)).scalar()
+            if account_id is None:
+                return  # nothing registered (yet): the workflow registers first
+            # The person's join claim follows the invitation's ending.
+            if new == InvitationStatus.COMPLETED.value:
+                mark_joined(session, change.invitation_id)
+            elif new in FINAL_STATUS_VALUES:
+                release_claim(session, change.invitation_id)
+            add_event_once(session, invitation_id=change.invitation_id, kind=change.event,
+                           at=change.at, account_id=account_id,
+                           detail={"status": new, **change.detail})
+            session.commit()
+>>>>>>> h-perf
 
     # -- acceptance ---------------------------------------------------------------------
 
@@ -201,7 +248,9 @@ class PlatformActivities:
 
     def _check_acceptance(self, check: AcceptanceCheck) -> AcceptanceFacts:
         email = normalise_email(check.email)
-        with write_session(self.engine) as session:
+        # What the invitee is told is read first, in a read transaction (no write lock,
+        # no turn among this process's writers)...
+        with Session(self.engine) as session:
             elsewhere = held_elsewhere(session, email=email, invitation_id=check.invitation_id)
             if elsewhere is not None:
                 return AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
@@ -222,20 +271,11 @@ class PlatformActivities:
                                            reports_left_behind=0, user_id=user.id,
                                            source_account_id=None)
                 view, source = source_view(user.id, linked_from), linked_from
-            refusal = None
-            if not blocking:
-                refusal = take_claim(session, email=email,
-                                     invitation_id=check.invitation_id,
-                                     org_account_id=check.account_id,
-                                     source_account_id=source,
-                                     user_type=check.user_type.value)
             if view is None:
                 facts = AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
                                         reports_left_behind=0, user_id=None,
-                                        source_account_id=None, refusal=refusal)
+                                        source_account_id=None)
             else:
-                # Read in this transaction, before its commit expires the ORM objects
-                # (reading them after it would begin a second transaction).
                 assert user is not None
                 facts = AcceptanceFacts(
                     blocking=blocking,
@@ -245,10 +285,18 @@ class PlatformActivities:
                     reports_left_behind=len(reports_left_behind(session, view)),
                     user_id=user.id,
                     source_account_id=source,
-                    refusal=refusal,
                 )
+        if blocking:
+            return facts  # blocked: the invitee fixes it and accepts again; nothing claimed
+        # ...then the join claim, the only write, in its own short transaction. take_claim
+        # decides from what it reads under the lock: a claim another invitation took since
+        # the read above is a refusal, as it would have been then.
+        with write_session(self.engine) as session:
+            refusal = take_claim(session, email=email, invitation_id=check.invitation_id,
+                                 org_account_id=check.account_id, source_account_id=source,
+                                 user_type=check.user_type.value)
             session.commit()
-            return facts
+        return facts if refusal is None else facts.model_copy(update={"refusal": refusal})
 
     # -- membership ---------------------------------------------------------------------
 
@@ -324,8 +372,9 @@ class PlatformActivities:
             created = previous["source_account_id"] is None
             membership = Membership(invitation_id=req.invitation_id, user_id=user.id,
                                     account_id=org.id, created_user=created, **previous)
-            session.add(AuditEvent(invitation_id=req.invitation_id, account_id=org.id,
-                                   kind="linked", detail=membership.model_dump(mode="json")))
+            session.connection().execute(EVENTS.insert(), {
+                "invitation_id": req.invitation_id, "account_id": org.id, "kind": "linked",
+                "at": utcnow(), "detail": membership.model_dump(mode="json")})
             session.commit()
             return membership
 

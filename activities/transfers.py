@@ -23,7 +23,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, func, literal, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    delete,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlmodel import Session, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -61,7 +71,7 @@ from models.activity_io import (
     UndoneTransfer,
     UndoTransfer,
 )
-from models.db import as_utc, insert_for, write_transaction
+from models.db import as_utc, insert_for, prepared, write_transaction
 from models.payloads import Category, SettingChange
 from models.platform import CATEGORY_TABLES, reports_left_behind_count, settings_changes
 from models.tables import Account, User, UserSetting, utcnow
@@ -230,19 +240,30 @@ class TransferActivities:
         return [table.c.user_id == t.user_id, table.c.account_id == t.source_account_id,
                 table.c.staged == False]  # noqa: E712
 
+    @staticmethod
+    def _source_rows(table: Table) -> list[Any]:
+        """_source_filter for a prepared statement: parameters src_user and src_account."""
+        return [table.c.user_id == bindparam("src_user"),
+                table.c.account_id == bindparam("src_account"),
+                table.c.staged == False]  # noqa: E712
+
     def _check_source(self, conn: Connection, t: Transfer) -> Source:
         """Fail for good if the individual account or the user is gone; else count rows
         (and, for the profile, the reports left behind): one statement."""
-        accounts, users = Account.__table__, User.__table__  # type: ignore[attr-defined]
-        table = table_of(t.category)
-        reports = reports_left_behind_count(t.user_id, t.source_account_id) \
-            if t.category == Category.PROFILE else literal(0)
-        row = conn.execute(select(
-            select(accounts.c.status).where(accounts.c.id == t.source_account_id)
-            .scalar_subquery(),
-            select(users.c.id).where(users.c.id == t.user_id).scalar_subquery(),
-            func.count(), func.max(table.c.id), reports,
-        ).select_from(table).where(*self._source_filter(table, t))).one()
+        def build() -> Any:
+            accounts, users = Account.__table__, User.__table__  # type: ignore[attr-defined]
+            table = table_of(t.category)
+            reports = reports_left_behind_count(bindparam("src_user"), bindparam("src_account")) \
+                if t.category == Category.PROFILE else literal(0)
+            return select(
+                select(accounts.c.status).where(accounts.c.id == bindparam("src_account"))
+                .scalar_subquery(),
+                select(users.c.id).where(users.c.id == bindparam("src_user"))
+                .scalar_subquery(),
+                func.count(), func.max(table.c.id), reports,
+            ).select_from(table).where(*self._source_rows(table))
+        row = conn.execute(prepared(conn, ("check_source", t.category), build), {
+            "src_user": t.user_id, "src_account": t.source_account_id}).one()
         status, user, rows, last_id, reports_left = row
         if status != "active" or user is None:
             raise ApplicationError(
@@ -271,20 +292,25 @@ class TransferActivities:
                    last: bool) -> Batch:
         """Stage the source rows in (checkpoint, upto] and move the checkpoint to `upto`,
         inside the caller's transaction, which holds the transfer."""
-        table = table_of(t.category)
-        overrides = {
-            "account_id": literal(t.org_account_id, table.c.account_id.type),
-            "invitation_id": literal(t.invitation_id, table.c.invitation_id.type),
-            "source_id": table.c.id,
-            "staged": literal(True, table.c.staged.type),
-        }
-        columns = [c.name for c in table.columns if c.name != "id"]
-        rows = select(*[overrides.get(name, table.c[name]) for name in columns]).where(
-            *self._source_filter(table, t), table.c.id > cursor.checkpoint,
-            table.c.id <= upto).order_by(table.c.id)
-        stmt = insert_for(conn, table).from_select(columns, rows) \
-            .on_conflict_do_nothing(index_elements=STAGING_KEY)
-        inserted = inserted_rows(conn.execute(stmt, execution_options=COUNT_ROWS))
+        def build() -> Any:
+            table = table_of(t.category)
+            overrides = {
+                "account_id": bindparam("org_account", type_=table.c.account_id.type),
+                "invitation_id": bindparam("invitation", type_=table.c.invitation_id.type),
+                "source_id": table.c.id,
+                "staged": literal(True, table.c.staged.type),
+            }
+            columns = [c.name for c in table.columns if c.name != "id"]
+            rows = select(*[overrides.get(name, table.c[name]) for name in columns]).where(
+                *self._source_rows(table), table.c.id > bindparam("after"),
+                table.c.id <= bindparam("upto")).order_by(table.c.id)
+            return insert_for(conn, table).from_select(columns, rows) \
+                .on_conflict_do_nothing(index_elements=STAGING_KEY)
+        stmt = prepared(conn, ("copy", t.category), build)
+        inserted = inserted_rows(conn.execute(stmt, {
+            "org_account": t.org_account_id, "invitation": t.invitation_id,
+            "src_user": t.user_id, "src_account": t.source_account_id,
+            "after": cursor.checkpoint, "upto": upto}, execution_options=COUNT_ROWS))
         copied = advance(conn, cursor, upto, inserted)
         return Batch(upto, inserted, last=last, copied=copied)
 

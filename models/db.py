@@ -22,7 +22,7 @@ or make the write one conditional statement and check its row count.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,6 +156,21 @@ def insert_for(bind: Engine | Connection, table: Table) -> Any:
     if dialect is None:
         raise RuntimeError(f"no ON CONFLICT insert for database {bind.dialect.name!r}")
     return dialect.insert(table)
+
+
+_PREPARED: dict[tuple[str, Hashable], Any] = {}
+
+
+def prepared(bind: Engine | Connection, key: Hashable, build: Callable[[], Any]) -> Any:
+    """The statement `build()` makes, built once per dialect and `key` and then reused
+    with bind parameters (`conn.execute(stmt, {...})`). Building a Core statement costs
+    more than running it on a small table (an upsert with RETURNING: ~220 us to build,
+    ~40 us to run on SQLite): the hot statements of the activities are built once."""
+    full = (bind.dialect.name, key)
+    stmt = _PREPARED.get(full)
+    if stmt is None:
+        stmt = _PREPARED[full] = build()  # a race builds it twice: the same statement
+    return stmt
 
 
 def init_db(engine: Engine) -> None:

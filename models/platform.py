@@ -169,7 +169,7 @@ def category_counts(session: Session, invitee: User) -> list[CategoryCount]:
     return counts
 
 
-def _reports_of(user_id: int | None, account_id: int) -> list[ColumnElement[bool]]:
+def _reports_of(user_id: Any, account_id: Any) -> list[ColumnElement[bool]]:
     return [col(Report.user_id) == user_id, col(Report.account_id) == account_id]
 
 
@@ -180,8 +180,9 @@ def reports_left_behind(session: Session, invitee: User) -> list[Report]:
     ).all())
 
 
-def reports_left_behind_count(user_id: int, account_id: int) -> ScalarSelect[int]:
-    """How many reports stay behind, as a subquery (the transfer reads it with its count)."""
+def reports_left_behind_count(user_id: Any, account_id: Any) -> ScalarSelect[int]:
+    """How many reports stay behind, as a subquery (the transfer reads it with its count);
+    the ids may be bind parameters."""
     return select(func.count()).select_from(Report).where(
         *_reports_of(user_id, account_id)).scalar_subquery()
 

@@ -12,17 +12,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, select, update
 from sqlmodel import Session, col
 
 from models import claims
 from models.activity_io import AuditNote, StatusChange
-from models.db import as_utc
+from models.db import as_utc, insert_for, prepared
 from models.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
 from models.tables import AuditEvent, Invitation
 
 EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
+
+INVITATIONS: Table = Invitation.__table__  # type: ignore[attr-defined]
 
 
 def upsert_invitation(
@@ -38,12 +39,16 @@ def upsert_invitation(
         "status": InvitationStatus.PENDING.value, "invited_at": invited_at,
         "expires_at": expires_at, "updated_at": datetime.now(UTC), "source_account_id": None,
     }
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(Invitation).values(**values)
-    reopen = {k: insert.excluded[k] for k in values if k not in ("id", "account_id", "email")}
-    session.connection().execute(insert.on_conflict_do_update(
-        index_elements=["id"], set_=reopen,
-        where=col(Invitation.status).in_(FINAL_STATUS_VALUES)))
+    conn = session.connection()
+
+    def build() -> Any:  # once per dialect: the values are parameters
+        insert = insert_for(conn, INVITATIONS)
+        reopen = {k: insert.excluded[k] for k in values if k not in ("id", "account_id", "email")}
+        return insert.on_conflict_do_update(
+            index_elements=["id"], set_=reopen,
+            where=INVITATIONS.c.status.in_(FINAL_STATUS_VALUES))
+
+    conn.execute(prepared(conn, "upsert_invitation", build), values)
 
 
 def record_change(conn: Connection, change: StatusChange) -> None:
