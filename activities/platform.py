@@ -43,12 +43,7 @@ from models.claims import (
     seats_taken,
     take_claim,
 )
-<<<<<<< HEAD
-from models.db import as_utc, write_session, write_transaction
-=======
-from models.claims import release as release_claim
-from models.db import as_utc, prepared, write_session
->>>>>>> h-perf
+from models.db import as_utc, prepared, write_session, write_transaction
 from models.ids import normalise_email, refund_idempotency_key, reversal_idempotency_key
 from models.money import prorated_refund_minor
 from models.payloads import (
@@ -69,6 +64,7 @@ from models.records import record_change, upsert_invitation
 from models.tables import (
     Account,
     AuditEvent,
+    Invitation,
     RefundLedger,
     Role,
     Subscription,
@@ -199,46 +195,8 @@ class PlatformActivities:
         await asyncio.to_thread(self._record_status, change)
 
     def _record_status(self, change: StatusChange) -> None:
-<<<<<<< HEAD
         with write_transaction(self.engine) as conn:
             record_change(conn, change)
-=======
-        new = change.status.value
-        values: dict[str, Any] = {"status": new, "updated_at": as_utc(change.at)}
-        if change.expires_at is not None:
-            values["expires_at"] = as_utc(change.expires_at)
-        if change.source_account_id is not None:
-            values["source_account_id"] = change.source_account_id
-        final = new in FINAL_STATUS_VALUES
-
-        def build() -> Any:
-            stmt = update(INVITATIONS).where(INVITATIONS.c.id == bindparam("invitation"))
-            if not final:  # never reopen an ended invitation
-                stmt = stmt.where(INVITATIONS.c.status.not_in(FINAL_STATUS_VALUES))
-            return stmt.values(**{k: bindparam(f"new_{k}") for k in values}).returning(
-                INVITATIONS.c.account_id)
-
-        params = {f"new_{k}": v for k, v in values.items()} | {
-            "invitation": change.invitation_id}
-        with write_session(self.engine) as session:
-            conn = session.connection()
-            updated = conn.execute(prepared(conn, ("record_status", final, tuple(values)),
-                                            build), params).first()
-            account_id = updated.account_id if updated is not None else conn.execute(
-                select(Invitation.account_id).where(
-                    col(Invitation.id) == change.invitation_id)).scalar()
-            if account_id is None:
-                return  # nothing registered (yet): the workflow registers first
-            # The person's join claim follows the invitation's ending.
-            if new == InvitationStatus.COMPLETED.value:
-                mark_joined(session, change.invitation_id)
-            elif new in FINAL_STATUS_VALUES:
-                release_claim(session, change.invitation_id)
-            add_event_once(session, invitation_id=change.invitation_id, kind=change.event,
-                           at=change.at, account_id=account_id,
-                           detail={"status": new, **change.detail})
-            session.commit()
->>>>>>> h-perf
 
     # -- acceptance ---------------------------------------------------------------------
 
