@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     ui_port: int = 8233
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # The admin side (issue #15): console and REST API, one app (admin/app.py).
+    admin_port: int = 8100
+    admin_base_url: str = "http://127.0.0.1:8100"
     # Files and database (issue #10). Every path left unset goes under data_dir.
     logs_dir: Path = paths_under(DEFAULT_DATA_DIR)["logs_dir"]
     # SQLite's wait for the write lock (another process holding it). At most the
