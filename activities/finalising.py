@@ -152,7 +152,8 @@ class FinaliseActivities:
                                          details={"batches": done.batches})
             sizer.record(rows, time.monotonic() - started)
             done.batches += 1
-            activity.heartbeat({"batches": done.batches})
+            if todo.categories or todo.recordings or todo.recordings_state is not None:
+                activity.heartbeat({"batches": done.batches})  # not after the last batch
         if mismatched:
             raise ApplicationError(
                 "destination recordings do not match their checksums; their source files "

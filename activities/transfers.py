@@ -188,10 +188,10 @@ class TransferActivities:
                 inserted += batch.inserted
                 copied_bytes += batch.size
                 _count_rows(category, batch.inserted, batch.size)
+                if batch.last:  # the result follows at once: no heartbeat (a billed action)
+                    break
                 activity.heartbeat({"checkpoint": cursor.checkpoint, "epoch": cursor.epoch,
                                     "batches": batches, "rows": inserted})
-                if batch.last:
-                    break
             if changes:
                 copied = await in_thread(self._finish, t, cursor, changes)
         return Transferred(

@@ -353,13 +353,33 @@ class Histories:
 
 ACTION_EVENTS = {  # what a Temporal Cloud "action" is, approximately, as history events
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
-    EventType.EVENT_TYPE_MARKER_RECORDED, EventType.EVENT_TYPE_TIMER_STARTED,
+    EventType.EVENT_TYPE_TIMER_STARTED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
     EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
     EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
     EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
 }
+
+
+def version_only_upserts(events: Any) -> int:
+    """Upserts of `TemporalChangeVersion` alone (made by `workflow.patched`) are not billed."""
+    return sum(1 for e in events
+               if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+               and set(e.upsert_workflow_search_attributes_event_attributes
+                       .search_attributes.indexed_fields) == {"TemporalChangeVersion"})
+
+
+def local_activity_actions(types: list[EventType.ValueType]) -> int:
+    """Temporal Cloud bills the local activities of one workflow task as one action: count
+    the workflow tasks whose completion recorded at least one marker."""
+    tasks, in_task = set(), -1
+    for i, t in enumerate(types):
+        if t == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            in_task = i
+        elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
+            tasks.add(in_task)
+    return len(tasks)
 
 
 async def read_histories(temporal: Client, ids: list[str]) -> Histories:
@@ -374,7 +394,8 @@ async def read_histories(temporal: Client, ids: list[str]) -> Histories:
         h.activities.append(counts[EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED])
         h.local_activities.append(counts[EventType.EVENT_TYPE_MARKER_RECORDED])
         h.timers.append(counts[EventType.EVENT_TYPE_TIMER_STARTED])
-        h.actions.append(sum(n for t, n in counts.items() if t in ACTION_EVENTS))
+        h.actions.append(sum(n for t, n in counts.items() if t in ACTION_EVENTS)
+                         + local_activity_actions(types) - version_only_upserts(history.events))
         h.by_type.update(EventType.Name(t).removeprefix("EVENT_TYPE_").lower() for t in types)
         last = history.events[-1]
         h.closed_at[wid] = last.event_time.ToDatetime(tzinfo=UTC)

@@ -72,17 +72,15 @@ async def preview(token: str, request: Request, h: HandlerDep) -> Response:
 @router.post("/i/{token}/accept", responses=FORM)
 async def accept(token: str, request: Request, h: HandlerDep) -> Response:
     fields = await h.form(request, token)
-    inv = await h.load(token)
-    if not inv.progress.status.awaiting_acceptance:
-        return await h.landing(request, inv)
     try:  # a script may say where the refund goes at once (the browser asks next)
         dest = fields.get("refund_destination")
         req = AcceptRequest(refund_destination=RefundDestination(dest) if dest else None)
     except ValueError:
         req = AcceptRequest()
-    outcome = await h.run_update(inv, "accept", req, fields["nonce"], AcceptOutcome)
-    if outcome is None:
+    accepted = await h.accept_at_once(token, req, fields["nonce"])
+    if accepted is None:  # the link or the state said no: show what the link shows now
         return await h.landing(request, await h.load(token))
+    inv, outcome = accepted
     return h.pages.outcome(request, inv, outcome)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from temporalio.client import (
     Client,
+    WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -31,10 +32,12 @@ from linkhandler.invitee import (
     update_id,
 )
 from linkhandler.pages import Pages
-from models.payloads import InvitationStatus
+from models.payloads import AcceptOutcome, AcceptRequest, InvitationResult, InvitationStatus
 
 # Rejections that only mean the invitation is past the step the form was for.
-STATE_MOVED_ON = frozenset({"NotAwaitingAcceptance", "NotAwaitingRefundChoice"})
+STATE_MOVED_ON = frozenset({"NotAwaitingAcceptance", "NotAwaitingRefundChoice",
+                            # the accept update's own look at the link (workflows/invitation)
+                            "LinkMismatch", "LinkSuperseded", "LinkExpired"})
 # An update waits for the worker; past this the page says "try again in a moment".
 UPDATE_TIMEOUT = timedelta(seconds=30)
 
@@ -77,12 +80,35 @@ class Handler:
         preview = await run_in_threadpool(build_preview, self.engine, p, datetime.now(UTC))
         return self.pages.preview(request, inv, preview)
 
+    async def accept_at_once(self, token: str, req: AcceptRequest,
+                             nonce: str) -> tuple[Invitee, AcceptOutcome] | None:
+        """The accept update straight away, one round trip: the workflow's validator checks
+        the link (email, latest, not expired) and the state, and the answer carries the
+        invitation as the accept left it. None when the link or the state says no (or the
+        answer came from an invitation of the first version, without its progress): the
+        caller then looks at the invitation and shows what the link shows now."""
+        claims = claims_of(self.secrets, token)
+        handle = self.client.get_workflow_handle(claims.invitation_id,
+                                                 result_type=InvitationResult)
+        req = req.model_copy(update={"link_issued_at": claims.issued_at,
+                                     "link_email": claims.email})
+        outcome = await self._update(handle, "accept", req, update_id("accept", token, nonce),
+                                     AcceptOutcome)
+        if outcome is None or outcome.progress is None:
+            return None
+        return Invitee(token=token, claims=claims, progress=outcome.progress,
+                       handle=handle), outcome
+
     async def run_update(self, inv: Invitee, name: str, arg: Any, nonce: str,
                          result_type: type) -> Any:
+        return await self._update(inv.handle, name, arg, update_id(name, inv.token, nonce),
+                                  result_type)
+
+    async def _update(self, handle: WorkflowHandle[Any, Any], name: str, arg: Any,
+                      update: str, result_type: type) -> Any:
         try:
-            return await inv.handle.execute_update(
-                name, arg, id=update_id(name, inv.token, nonce), result_type=result_type,
-                rpc_timeout=UPDATE_TIMEOUT,
+            return await handle.execute_update(
+                name, arg, id=update, result_type=result_type, rpc_timeout=UPDATE_TIMEOUT,
             )
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause

@@ -141,12 +141,21 @@ class AcceptOutcome(BaseModel):
     quote: RefundQuote | None = None
     message: str
     joining_account_name: str | None = None  # the account their join belongs to instead
+    # The invitation as the accept left it (set by the `accept` update; None from the
+    # signal and from invitations of the first version): the link handler answers from it.
+    progress: Progress | None = None
 
 
 class AcceptRequest(BaseModel):
-    """Optional: a client that already knows where the refund goes can say so at once."""
+    """Optional: a client that already knows where the refund goes can say so at once.
+
+    The link handler also passes what the signed link says (its issue time and email): the
+    update's validator refuses a superseded, expired or mismatched link without a word in
+    the history, so a click needs one round trip, not a look first."""
 
     refund_destination: RefundDestination | None = None
+    link_issued_at: datetime | None = None
+    link_email: str | None = None
 
 
 class RefundChoice(BaseModel):
@@ -322,3 +331,4 @@ class Carried(BaseModel):
 
 
 InvitationInput.model_rebuild()
+AcceptOutcome.model_rebuild()

@@ -86,8 +86,9 @@ def typed_like(fn: Any, real: Any) -> Any:
 CANCEL_POINTS = {
     "mail": ("send_emails", True, "cancelled"),  # the invitation mail, before acceptance
     # The check is a local activity inside the workflow task: the cancel is seen just
-    # after it, so the acceptance stands and is undone (as link and refund are).
-    "check": ("check_acceptance", False, "failed_compensated"),
+    # after it, while the answer leaves (workflows/invitation.py `_answer_first`):
+    # accepted, nothing linked or paid yet, so it ends cancelled and the claim is freed.
+    "check": ("check_acceptance", False, "cancelled"),
     "link": ("link_member", False, "failed_compensated"),
     "refund": ("pay_refund", False, "failed_compensated"),
     "finalise": ("finalise", False, "completed"),  # past the point of no return: refused

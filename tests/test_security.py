@@ -19,7 +19,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from temporalio.client import WorkflowHandle
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from config import (
@@ -34,7 +36,15 @@ from linkhandler.app import create_app
 from linkhandler.invitee import Gone, check_live
 from models.ids import invitation_id
 from models.links import LinkClaims, sign
-from models.payloads import InvitationStatus, Progress, ResendRequest, RevokeRequest, UserType
+from models.payloads import (
+    AcceptOutcome,
+    AcceptRequest,
+    InvitationStatus,
+    Progress,
+    ResendRequest,
+    RevokeRequest,
+    UserType,
+)
 from tests.conftest import free_port, new_worker
 from tests.test_linkhandler import JSON, addr, form_in, invite, live_token, seed
 
@@ -105,6 +115,39 @@ async def test_a_resend_kills_the_earlier_link(
     assert link.url.endswith(f"/i/{second}")
     assert int(link.issued_at.timestamp()) == int((await issued_at(handle)).timestamp())
     await handle.execute_update("revoke", RevokeRequest())
+
+
+async def test_the_accept_update_itself_refuses_a_stale_or_foreign_link(
+    http: httpx.AsyncClient, rotated: Settings, dev_env: WorkflowEnvironment, engine: Engine,
+) -> None:
+    """The link handler accepts in one round trip: the update's validator is what checks
+    the link then. Refused there, nothing is written and the invitation stays pending."""
+    tess = addr("tess")
+    org = seed(engine, rotated, tess, price_minor=1_500)  # paid: the accept asks where to
+    handle, _ = await invite(dev_env.client, rotated, org, tess)
+    issued = await issued_at(handle)
+    refusals = {
+        "LinkSuperseded": AcceptRequest(link_issued_at=issued - timedelta(seconds=1),
+                                        link_email=tess),
+        "LinkMismatch": AcceptRequest(link_issued_at=issued, link_email=addr("someone")),
+    }
+    for kind, req in refusals.items():
+        with pytest.raises(WorkflowUpdateFailedError) as refused:
+            await handle.execute_update("accept", req)
+        assert isinstance(refused.value.cause, ApplicationError)
+        assert refused.value.cause.type == kind
+    assert (await handle.query("progress"))["status"] == "pending"
+    history = [e.event_type for e in (await handle.fetch_history()).events]
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED not in history
+    # The live link's own values pass, and the answer carries the progress it left.
+    outcome = await handle.execute_update(
+        "accept", AcceptRequest(link_issued_at=issued, link_email=tess.upper()),
+        result_type=AcceptOutcome)
+    assert outcome.outcome == "refund_choice_needed" and outcome.progress is not None
+    assert (outcome.progress.email, outcome.progress.status) == (
+        tess, InvitationStatus.AWAITING_REFUND_CHOICE)
+    await handle.execute_update("revoke", RevokeRequest())
+    await handle.result()
 
 
 async def test_revoke_then_reinvite_keeps_the_old_link_dead(

@@ -86,6 +86,21 @@ def _rejected(kind: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
 
+def _check_link(req: AcceptRequest, p: Progress) -> None:
+    """What the link handler's signed link says must match the invitation now: the email,
+    the latest link (a resend supersedes older ones, to the second: tokens carry whole
+    seconds), and, while open, the expiry (which may pass before the timer ends it)."""
+    if req.link_email is not None and req.link_email.strip().lower() != p.email.lower():
+        raise _rejected("LinkMismatch", "The link does not belong to this invitation.")
+    issued = p.link_issued_at
+    if req.link_issued_at is not None and issued is not None \
+            and int(req.link_issued_at.timestamp()) != int(issued.timestamp()):
+        raise _rejected("LinkSuperseded", "This link was replaced by a newer invitation email.")
+    if req.link_issued_at is not None and p.status in OPEN \
+            and workflow.now() >= p.expires_at:
+        raise _rejected("LinkExpired", "The invitation has expired.")
+
+
 @workflow.defn(name="InvitationWorkflow")
 class InvitationWorkflow(Moving):
     """One invitation, from the mail to the end (see the module docstring)."""
@@ -125,7 +140,12 @@ class InvitationWorkflow(Moving):
         # server); the client sets them at start exactly when they are.
         self._search_attributes = attrs.get(sa.STATUS) is not None
         self._alerts = attrs.get(sa.ALERT) is not None
-        self._published: tuple[Any, ...] | None = None
+        # What the run's search attributes already say (set by the client at start, or
+        # carried over by continue-as-new): an upsert that changes nothing is not made.
+        self._published: tuple[Any, ...] | None = (
+            attrs.get(sa.STATUS), attrs.get(sa.REFUND_MINOR) or 0,
+            None if attrs.get(sa.ALERT) in (None, sa.NO_ALERT) else attrs.get(sa.ALERT),
+        ) if self._search_attributes else None
 
     # ---------------------------------------------------------------- the process
 
@@ -137,6 +157,8 @@ class InvitationWorkflow(Moving):
             await self._register(input)
         try:
             await self._wait_for_decision()
+            if self._status == S.ACCEPTED:
+                await self._answer_first()
         except asyncio.CancelledError:
             # Accepted but not yet linked is still "before anything moved".
             if self._status in OPEN or self._status == S.ACCEPTED:
@@ -227,6 +249,14 @@ class InvitationWorkflow(Moving):
         carried = Carried(progress=self._progress, issued_at=self._issued_at,
                           fired=sorted(self._fired), mails=self._mails)
         workflow.continue_as_new(self._input.model_copy(update={"carried": carried}))
+
+    async def _answer_first(self) -> None:
+        """End the workflow task that accepted, so that the invitee's answer leaves now.
+        An update's answer leaves with its workflow task, and a task waits for every local
+        activity started in it: without this, the click would wait for the link, the
+        refund and the admin's mail too (p95 ~0.7 s against ~0.1 s with 5 at once, see
+        bench/README.md). A 1 ms timer: one action and two events."""
+        await workflow.sleep(timedelta(milliseconds=1))
 
     async def _join(self) -> None:
         """The saga: link, pay, transfer; compensate on a failure for good; finalise."""
@@ -353,11 +383,15 @@ class InvitationWorkflow(Moving):
     @workflow.update(name="accept")
     async def accept(self, req: AcceptRequest) -> AcceptOutcome:
         if self._v1 is not None:
-            return await self._v1.accept(req)
-        return await self._accept(req)
+            outcome, progress = await self._v1.accept(req), self._v1._progress
+        else:
+            outcome, progress = await self._accept(req), self._progress
+        # A copy now: the join goes on changing the progress after this handler returns.
+        return outcome.model_copy(update={"progress": progress.model_copy(deep=True)})
 
     @accept.validator
     def _validate_accept(self, req: AcceptRequest) -> None:
+        _check_link(req, self._v1._progress if self._v1 is not None else self._progress)
         if self._v1 is not None:
             return self._v1._validate_accept(req)
         if not self._status.awaiting_acceptance:
