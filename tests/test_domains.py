@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, select
-from temporalio.client import ScheduleIntervalSpec
+from sqlmodel import Session, col, select
+from temporalio.client import ScheduleActionExecutionStartWorkflow, ScheduleIntervalSpec
 from temporalio.testing import WorkflowEnvironment
 
 from config import ROOT, Settings
@@ -74,7 +74,7 @@ def domain() -> str:
 def claims_of(engine: Engine, name: str) -> list[ClaimedDomain]:
     with Session(engine) as session:
         return list(session.exec(select(ClaimedDomain).where(ClaimedDomain.name == name)
-                                 .order_by(ClaimedDomain.account_id)).all())
+                                 .order_by(col(ClaimedDomain.account_id))).all())
 
 
 def test_names_are_normalised_and_bad_ones_say_why() -> None:
@@ -253,6 +253,8 @@ async def test_the_schedule_rechecks_and_marks_a_withdrawn_record_lost(
 
             await eventually(lost, within=30, what="the scheduled re-check marks it lost")
             runs = (await handle.describe()).info.recent_actions
-            assert runs and runs[-1].action.workflow_id.startswith(f"{schedule_id}-run")
+            action = runs[-1].action if runs else None
+            assert isinstance(action, ScheduleActionExecutionStartWorkflow)
+            assert action.workflow_id.startswith(f"{schedule_id}-run")
     finally:
         await handle.delete()

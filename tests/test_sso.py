@@ -161,7 +161,7 @@ def users(engine: Engine, email: str) -> list[User]:
 async def test_a_first_login_provisions_a_member_once_and_a_replay_is_refused(
     http: httpx.AsyncClient, sso_settings: Settings, engine: Engine, zone: Zone, keys: Keys,
 ) -> None:
-    corp = company(engine, sso_settings, zone, seats=3)  # owner + admin hold 2 seats
+    corp = company(engine, sso_settings, zone, seats=4)  # owner + admin hold 2 seats
     email = f"sam@{corp.domain}"
     nonce = await start(http, corp.account_id)
     token = id_token(keys.idp, nonce, email.upper())
@@ -182,6 +182,14 @@ async def test_a_first_login_provisions_a_member_once_and_a_replay_is_refused(
     again = await login(http, corp.account_id, id_token(keys.idp, nonce, email), nonce)
     assert again.status_code == 200 and again.json()["outcome"] == "already_member"
     assert len(users(engine, email)) == 1
+
+    # Two first logins of one person at the same moment: one user.
+    twin = f"twin@{corp.domain}"
+    nonces = [await start(http, corp.account_id) for _ in range(2)]
+    both = await asyncio.gather(*(login(http, corp.account_id, id_token(keys.idp, n, twin), n)
+                                  for n in nonces))
+    assert sorted(r.json()["outcome"] for r in both) == ["already_member", "provisioned"]
+    assert len(users(engine, twin)) == 1
 
     other = f"alex@{corp.domain}"  # the seats are all taken now: a basic member
     nonce = await start(http, corp.account_id)
@@ -208,7 +216,8 @@ async def test_bad_tokens_are_401_and_foreign_domains_403_and_nothing_is_written
          "wrong_audience"),
         ("wrong issuer", lambda n: id_token(keys.idp, n, email, iss="https://evil.test"),
          "wrong_issuer"),
-        ("no nonce claim", lambda n: id_token(keys.idp, n, email, drop=("nonce",)), "invalid_token"),
+        ("no nonce claim", lambda n: id_token(keys.idp, n, email, drop=("nonce",)),
+         "invalid_token"),
         ("another login's nonce", lambda n: id_token(keys.idp, "not-" + n, email),
          "nonce_mismatch"),
         ("alg none", lambda n: handmade({"alg": "none", "typ": "JWT"}, {
