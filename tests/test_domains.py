@@ -14,13 +14,20 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
-from temporalio.client import ScheduleActionExecutionStartWorkflow, ScheduleIntervalSpec
+from temporalio.client import (
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleIntervalSpec,
+    WorkflowHistory,
+)
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from config import ROOT, Settings
 from domains.claims import verified_domain
@@ -33,6 +40,7 @@ from domains.errors import (
     PublicMailDomain,
 )
 from domains.names import DomainNameError, normalise_domain
+from domains.payloads import RecheckResult
 from domains.schedule import ensure_domain_check_schedule
 from domains.tables import ClaimedDomain, DomainStatus
 from domains.verification import TOKEN_PREFIX, DomainClaims
@@ -42,6 +50,10 @@ from models.tables import Role, User
 from tests.conftest import new_worker
 from tests.dns_server import Zone, dns_server
 from tests.workflow_helpers import eventually
+from workflows.domain_check import DomainCheckWorkflow
+
+# Not in tests/histories/ itself: test_replay.py replays those against InvitationWorkflow.
+HISTORY = Path(__file__).resolve().parent / "histories" / "domain_check" / "recheck_lost.json"
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +87,13 @@ def claims_of(engine: Engine, name: str) -> list[ClaimedDomain]:
     with Session(engine) as session:
         return list(session.exec(select(ClaimedDomain).where(ClaimedDomain.name == name)
                                  .order_by(col(ClaimedDomain.account_id))).all())
+
+
+async def test_the_committed_domain_check_history_replays() -> None:
+    """Regenerate with `UPDATE_HISTORIES=1 pytest tests/test_domains.py -k schedule`."""
+    history = WorkflowHistory.from_json(HISTORY.stem, HISTORY.read_text())
+    replayer = Replayer(workflows=[DomainCheckWorkflow], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)  # raises on any non-determinism
 
 
 def test_names_are_normalised_and_bad_ones_say_why() -> None:
@@ -256,5 +275,10 @@ async def test_the_schedule_rechecks_and_marks_a_withdrawn_record_lost(
             action = runs[-1].action if runs else None
             assert isinstance(action, ScheduleActionExecutionStartWorkflow)
             assert action.workflow_id.startswith(f"{schedule_id}-run")
+            run = dev_env.client.get_workflow_handle(action.workflow_id)
+            assert (await run.result()) == RecheckResult(checked=1, lost=1).model_dump()
+            if os.environ.get("UPDATE_HISTORIES") == "1":
+                HISTORY.parent.mkdir(parents=True, exist_ok=True)
+                HISTORY.write_text((await run.fetch_history()).to_json())
     finally:
         await handle.delete()
