@@ -39,7 +39,7 @@ class DomainNotClaimed(DomainError):
     CODE = "domain_not_claimed"
 
 
-class DomainNotVerified(DomainError):
+class TxtRecordNotFound(DomainError):
     """The TXT record was not found. The claim's `checked_at` (and a verified claim's
     move to lost) are written: they record the check, which did happen."""
 

@@ -28,10 +28,10 @@ from domains.dns import txt_values
 from domains.errors import (
     DnsUnavailable,
     DomainNotClaimed,
-    DomainNotVerified,
     DomainVerifiedElsewhere,
     InvalidDomain,
     PublicMailDomain,
+    TxtRecordNotFound,
 )
 from domains.names import PUBLIC_MAIL_DOMAINS, DomainNameError, normalise_domain
 from domains.tables import ClaimedDomain, DomainStatus
@@ -114,7 +114,7 @@ class DomainClaims:
                                      .order_by(col(ClaimedDomain.name))).all())
 
     def verify(self, account_id: int, raw_name: str) -> ClaimedDomain:
-        """Check now. Returns the verified claim, or raises: DomainNotVerified (record not
+        """Check now. Returns the verified claim, or raises: TxtRecordNotFound (record not
         found; the check is recorded, a verified claim becomes lost), DnsUnavailable
         (nothing written), DomainVerifiedElsewhere (nothing written)."""
         name = self._name(raw_name)
@@ -122,7 +122,7 @@ class DomainClaims:
             self._require(session, account_id, name)
         claim = self._check(account_id, name)
         if claim.status != DomainStatus.VERIFIED:
-            raise DomainNotVerified(
+            raise TxtRecordNotFound(
                 f"no TXT record {claim.token!r} at {name} (status: {claim.status}); publish "
                 "it, wait for DNS to pick it up, and verify again")
         return claim

@@ -34,10 +34,10 @@ from domains.claims import verified_domain
 from domains.errors import (
     DnsUnavailable,
     DomainNotClaimed,
-    DomainNotVerified,
     DomainVerifiedElsewhere,
     InvalidDomain,
     PublicMailDomain,
+    TxtRecordNotFound,
 )
 from domains.names import DomainNameError, normalise_domain
 from domains.payloads import RecheckResult
@@ -117,7 +117,7 @@ def test_verify_lose_and_verify_again(dns_settings: Settings, engine: Engine,
     assert claim.token.startswith(TOKEN_PREFIX) and len(claim.token) > len(TOKEN_PREFIX) + 20
     assert claims.add(acme, "owner@acme.test", name).token == claim.token  # idempotent
 
-    with pytest.raises(DomainNotVerified, match=claim.token):
+    with pytest.raises(TxtRecordNotFound, match=claim.token):
         claims.verify(acme, name)  # nothing published yet
     [row] = claims_of(engine, name)
     assert row.status == DomainStatus.PENDING_VERIFICATION and row.checked_at is not None
