@@ -31,7 +31,7 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, delete, func, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -150,6 +150,10 @@ class SsoLogins:
                 raise SsoRefused(404, "unknown_account",
                                  f"there is no business account with id {account_id}", "account")
             now = datetime.now(UTC)
+            # Spent or expired nonces prove nothing any more: the table holds only the
+            # logins of the last TTL, however many starts anyone posts.
+            session.exec(delete(SsoLogin).where(  # type: ignore[call-overload]
+                col(SsoLogin.expires_at) < now))
             login = SsoLogin(nonce=secrets.token_urlsafe(32), account_id=account_id,
                              created_at=now, expires_at=now + timedelta(
                                  seconds=self.settings.sso_nonce_ttl_seconds))

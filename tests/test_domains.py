@@ -235,6 +235,8 @@ def test_the_command_line_adds_verifies_lists_and_refuses(
                           "--by", "admin@acme.test", name)
     assert code == 0 and added["status"] == "pending_verification"
     assert added["txt_record"]["name"] == name and added["txt_record"]["type"] == "TXT"
+    code, missing = starter(dns_settings, "domain", "verify", "--account", str(acme), name)
+    assert code == 1 and missing["error"]["code"] == "txt_record_not_found"
     zone.publish(name, added["txt_record"]["value"])
     code, verified = starter(dns_settings, "domain", "verify", "--account", str(acme), name)
     assert code == 0 and verified["status"] == "verified"

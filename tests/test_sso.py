@@ -34,6 +34,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from domains.sso import IdTokenVerifier, SsoRefused
 from domains.verification import DomainClaims
 from linkhandler.app import create_app
 from models.ids import invitation_id
@@ -156,6 +157,25 @@ async def login(client: httpx.AsyncClient, account: int, token: str,
 def users(engine: Engine, email: str) -> list[User]:
     with Session(engine) as session:
         return list(session.exec(select(User).where(func.lower(User.email) == email)).all())
+
+
+@pytest.mark.sqlite_only
+def test_the_key_decides_the_one_algorithm(sso_settings: Settings, keys: Keys) -> None:
+    """An ES256 IdP: its tokens verify, RS256 ones are refused; no key: SSO is off (503)."""
+    idp = ec.generate_private_key(ec.SECP256R1())
+    sso_settings.sso_idp_public_key = idp.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    verifier = IdTokenVerifier(sso_settings)
+    assert verifier.algorithms == ["ES256"]
+    claims = verifier.verify(id_token(idp, "n1", "a@b.example", alg="ES256"), "n1")
+    assert claims["email"] == "a@b.example"
+    with pytest.raises(SsoRefused) as refused:
+        verifier.verify(id_token(keys.idp, "n1", "a@b.example"), "n1")
+    assert (refused.value.status, refused.value.code) == (401, "algorithm_refused")
+    sso_settings.sso_idp_public_key = ""
+    with pytest.raises(SsoRefused) as off:
+        IdTokenVerifier(sso_settings)
+    assert (off.value.status, off.value.code) == (503, "sso_not_configured")
 
 
 async def test_a_first_login_provisions_a_member_once_and_a_replay_is_refused(
