@@ -19,7 +19,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from domains.sso import JustInTime, SsoLogins, SsoRefused
+from domains.idtoken import SsoRefused
+from domains.sso import JustInTime, SsoLogins
 from invitations.client import InvitationsClient
 from linkhandler.handler import HandlerDep
 

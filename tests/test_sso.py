@@ -34,7 +34,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from domains.sso import IdTokenVerifier, SsoRefused
+from domains.idtoken import IdTokenVerifier, SsoRefused
 from domains.verification import DomainClaims
 from linkhandler.app import create_app
 from models.ids import invitation_id
