@@ -49,10 +49,14 @@ test-deps:
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
 	fi
 
+# Test processes (pytest-xdist): most tests wait on servers, so two share 2 CPUs well. Each
+# process has its own dev server, time-skipping server and PostgreSQL cluster.
+TEST_PROCESSES ?= 2
+
 ## make test: the whole suite (unit, time-skipping, dev server, browser), each database
 ## test on SQLite and PostgreSQL; PostgreSQL missing is an error here, not a skip.
 test: $(STAMP) test-deps
-	INVITES_TEST_REQUIRE_POSTGRES=1 $(BIN)/pytest
+	INVITES_TEST_REQUIRE_POSTGRES=1 $(BIN)/pytest -n $(TEST_PROCESSES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
