@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     payload_keys: SecretStr = SecretStr("")
     codec_auth_token: SecretStr = SecretStr("")  # Bearer token the codec endpoint requires
     codec_cors_origins: str = ""  # comma-separated origins, e.g. the Web UI's
+    # Webhooks (issue #15, webhooks/urls.py): loopback/private/link-local endpoints only when
+    # allowed (development, tests); plain http only to these comma-separated hosts.
+    webhook_allow_private: bool = False
+    webhook_http_hosts: str = ""
+    webhook_poll_seconds: float = Field(default=5.0, gt=0, le=3600)  # outbox check, idle
 
 
 DEV_LINK_SECRET = "dev-only-change-me"

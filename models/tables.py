@@ -298,3 +298,7 @@ class TransferState(SQLModel, table=True):
     # server time the undo was scheduled (see transfers)
     undone_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+# Tables kept by other packages, registered on the same metadata (init_db, migrations/).
+from webhooks import tables as _webhook_tables  # noqa: E402,F401
