@@ -50,9 +50,11 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
     from activities.transfers import TransferActivities
+    from webhooks.delivery import WebhookActivities
 
     return activity_methods(
         PlatformActivities(settings, engine),
+        WebhookActivities(settings, engine),
         TransferActivities(settings, engine),
         FinaliseActivities(settings, engine),
         MailActivities(settings, engine),
@@ -85,6 +87,7 @@ def build_worker(
     client: Client, settings: Settings, engine: Engine, *, task_queue: str | None = None,
     activities: list[Callable[..., Any]] | None = None, **kwargs: Any,
 ) -> Worker:
+    from webhooks.workflow import WebhookDeliveryWorkflow
     from workflows.invitation import InvitationWorkflow
 
     max_concurrent_activities = kwargs.pop("max_concurrent_activities", 50)
@@ -97,7 +100,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[InvitationWorkflow],
+        workflows=[InvitationWorkflow, WebhookDeliveryWorkflow],
         activities=activities if activities is not None else build_activities(settings, engine),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_local_activities,
@@ -127,6 +130,9 @@ async def main() -> None:
     runtime = make_runtime(settings)
     client = await connect_temporal(settings, runtime=runtime)
     worker = build_worker(client, settings, engine)
+    from webhooks.starting import ensure_all
+
+    await ensure_all(client, settings, engine)  # idempotent: a delivery workflow per endpoint
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
