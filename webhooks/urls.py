@@ -54,9 +54,9 @@ def refused_reason(ip: IPAddress) -> str | None:
     """Why webhooks may not go to this address, or None for a public one."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    for attr, what in (("is_loopback", "a loopback"), ("is_link_local", "a link-local"),
-                       ("is_private", "a private"), ("is_unspecified", "an unspecified"),
-                       ("is_multicast", "a multicast"), ("is_reserved", "a reserved")):
+    for attr, what in (("is_loopback", "a loopback"), ("is_unspecified", "an unspecified"),
+                       ("is_link_local", "a link-local"), ("is_multicast", "a multicast"),
+                       ("is_private", "a private"), ("is_reserved", "a reserved")):
         if getattr(ip, attr):
             return what
     if not ip.is_global:
