@@ -331,17 +331,17 @@ async def test_deliveries_are_signed_in_order_and_redelivered_after_an_outage(
 
         seen = await eventually(down, within=30, what="failed attempts while down")
         assert seen.last_status is None and "ConnectError" in (seen.last_error or "")
-        assert seen.pending == 6 and seen.delivered == 0
+        assert seen.pending == 8 and seen.delivered == 0
         receiver.fail_next = 2  # back, but answering 500 twice first
         receiver.start()
         try:
-            await eventually(lambda: len(receiver.delivered()) == 6, within=30,
-                             what="all six events delivered")
+            await eventually(lambda: len(receiver.delivered()) == 8, within=30,
+                             what="all eight events delivered")
             [view] = endpoints.list_endpoints(engine, world.org_id)
         finally:
             receiver.stop()
         await dev_env.client.get_workflow_handle(workflow_id(hooks, endpoint.id)).terminate()
-    assert view.delivered == 6 and view.pending == 0 and view.consecutive_failures == 0
+    assert view.delivered == 8 and view.pending == 0 and view.consecutive_failures == 0
     assert view.last_status == 200 and view.last_error is None
     assert all(verify(endpoint.secret, r) for r in receiver.got)
     refused = [r for r in receiver.got if r.answered == 500]
