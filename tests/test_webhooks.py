@@ -6,6 +6,7 @@ accepted and completed by the real worker."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -434,3 +435,51 @@ async def test_an_accepted_invitation_sends_signed_accepted_and_completed_webhoo
     assert all(verify(endpoint.secret, r) for r in receiver.got)
     assert all(r.json["data"]["invitation_id"] == world.invitation for r in receiver.got)
     assert len({r.id for r in receiver.delivered()}) == len(receiver.delivered())
+
+
+# -- the command line ------------------------------------------------------------------------
+
+@pytest.mark.sqlite_only
+async def test_starter_webhook_add_list_remove(
+    dev_env: WorkflowEnvironment, engine: Engine, hooks: Settings, receiver: Receiver,
+) -> None:
+    from tests.test_starter import Starter
+
+    world = make_world(engine, hooks)
+    starter = Starter(hooks, dev_env.client.service_client.config.target_host)
+    starter.env |= {"INVITES_WEBHOOK_ALLOW_PRIVATE": "1",
+                    "INVITES_WEBHOOK_HTTP_HOSTS": "127.0.0.1",
+                    "INVITES_WEBHOOK_POLL_SECONDS": "0.2"}
+    refused = await starter("webhook", "add", "--account", str(world.org_id), "--by", ADMIN,
+                            "http://10.0.0.1/x", "--json")
+    assert refused.code == 1 and refused.json["error"]["field"] == "url"
+    assert refused.json["error"]["code"] == "invalid_webhook_url"
+    bad_event = await starter("webhook", "add", "--account", str(world.org_id), "--by", ADMIN,
+                              receiver.url, "--events", "accepted,exploded")
+    assert bad_event.code == 1 and "exploded" in bad_event.err
+    assert endpoints.list_endpoints(engine, world.org_id) == []  # nothing written
+
+    added = await starter("webhook", "add", "--account", str(world.org_id), "--by", ADMIN,
+                          receiver.url, "--events", "declined", "completed", "--json")
+    assert added.code == 0, added.err
+    secret, hook_id = added.json["secret"], added.json["id"]
+    assert secret.startswith("whsec_") and added.json["events"] == ["completed", "declined"]
+    inv = open_invitation(engine, world)
+    async with new_worker(dev_env.client, hooks, engine):
+        record(engine, inv, S.DECLINED, "declined", T0)
+        await eventually(lambda: receiver.delivered(), within=30, what="the declined webhook")
+        listed = await starter("webhook", "list", "--account", str(world.org_id), "--json")
+        human = await starter("webhook", "list", "--account", str(world.org_id))
+        removed = await starter("webhook", "remove", "--account", str(world.org_id),
+                                str(hook_id), "--json")
+        handle = dev_env.client.get_workflow_handle(workflow_id(hooks, hook_id))
+        await asyncio.wait_for(handle.result(), 30)  # it sees the endpoint gone and ends
+    assert verify(secret, receiver.delivered()[0])
+    [shown] = listed.json["webhooks"]
+    assert "secret" not in shown and secret not in listed.out + human.out
+    assert (shown["last_status"], shown["delivered"], shown["consecutive_failures"]) == (200, 1, 0)
+    assert receiver.url in human.out and "200" in human.out
+    assert removed.code == 0 and removed.json["id"] == hook_id
+    again = await starter("webhook", "remove", "--account", str(world.org_id), str(hook_id),
+                          "--json")
+    assert again.code == 1 and again.json["error"]["code"] == "webhook_not_found"
