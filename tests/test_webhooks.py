@@ -483,3 +483,46 @@ async def test_starter_webhook_add_list_remove(
     again = await starter("webhook", "remove", "--account", str(world.org_id), str(hook_id),
                           "--json")
     assert again.code == 1 and again.json["error"]["code"] == "webhook_not_found"
+
+
+# -- the REST API ----------------------------------------------------------------------------
+
+@pytest.mark.sqlite_only
+async def test_api_webhooks_create_list_delete(
+    dev_env: WorkflowEnvironment, engine: Engine, hooks: Settings, receiver: Receiver,
+) -> None:
+    import httpx
+
+    import webhooks.routes
+    from admin.app import create_admin_app
+    from admin.principal import Principal
+
+    world = make_world(engine, hooks)
+    app = create_admin_app(hooks, dev_env.client, engine, search_attributes=False)
+    app.dependency_overrides[webhooks.routes.api_principal] = lambda: Principal(
+        account_id=world.org_id, email=ADMIN, via="token", token_id=1)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://admin.test") as api:
+        refused = await api.post("/api/v1/webhooks", json={"url": "http://10.0.0.1/h"})
+        assert refused.status_code == 422
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert (refused.json()["code"], refused.json()["field"]) == ("invalid_webhook_url", "url")
+        unknown = await api.post("/api/v1/webhooks", json={"url": receiver.url,
+                                                           "events": ["nope"]})
+        assert unknown.status_code == 422 and unknown.json()["field"] == "events"
+        assert (await api.get("/api/v1/webhooks")).json() == {"webhooks": []}
+
+        created = await api.post("/api/v1/webhooks", json={"url": receiver.url,
+                                                           "events": ["completed"]})
+        assert created.status_code == 201, created.text
+        hook = created.json()
+        assert hook["secret"].startswith("whsec_") and hook["events"] == ["completed"]
+        listed = (await api.get("/api/v1/webhooks")).json()["webhooks"]
+        assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
+        assert (await api.get(f"/api/v1/webhooks/{hook['id']}")).json()["url"] == receiver.url
+        assert (await api.get(f"/api/v1/webhooks/{hook['id'] + 1}")).status_code == 404
+        assert (await api.post("/api/v1/webhooks", json={"url": receiver.url})).status_code \
+            == 409
+        assert (await api.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 204
+        assert (await api.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 404
+    await dev_env.client.get_workflow_handle(workflow_id(hooks, hook["id"])).terminate()
