@@ -506,10 +506,11 @@ async def test_api_webhooks_create_list_delete(
         refused = await api.post("/api/v1/webhooks", json={"url": "http://10.0.0.1/h"})
         assert refused.status_code == 422
         assert refused.headers["content-type"] == "application/problem+json"
-        assert (refused.json()["code"], refused.json()["field"]) == ("invalid_webhook_url", "url")
+        assert refused.json()["code"] == "invalid_webhook_url"
+        assert refused.json()["errors"][0]["field"] == "url"
         unknown = await api.post("/api/v1/webhooks", json={"url": receiver.url,
                                                            "events": ["nope"]})
-        assert unknown.status_code == 422 and unknown.json()["field"] == "events"
+        assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "events"
         assert (await api.get("/api/v1/webhooks")).json() == {"webhooks": []}
 
         created = await api.post("/api/v1/webhooks", json={"url": receiver.url,

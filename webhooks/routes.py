@@ -31,20 +31,25 @@ from webhooks.errors import (
 )
 from webhooks.starting import ensure_delivery, wake
 
+# Bridges to the API helper's work (branch h-api: admin/tokens.py, admin/problems.py):
+# used as soon as they are merged; until then every request is refused with a 401.
 try:
+    from admin.problems import ProblemRoute
     from admin.tokens import api_principal
-except ImportError:  # until API tokens exist (branch h-api): every request is refused
+    router = APIRouter(tags=["webhooks"], route_class=ProblemRoute)
+except ImportError:
     from fastapi import HTTPException
 
     async def api_principal() -> Principal:
-        raise HTTPException(status_code=401, detail="API tokens are not available")
+        raise HTTPException(status_code=401, detail="API tokens are not available yet")
 
+    router = APIRouter(tags=["webhooks"])
+
+# Our codes' HTTP status (admin/problems.py's table does not know them).
 STATUS: dict[type[InvitationError], int] = {
     InvalidWebhookUrl: 422, UnknownWebhookEvent: 422, DuplicateWebhook: 409,
     TooManyWebhooks: 409, WebhookNotFound: 404, NotAnAdmin: 403, UnknownAccount: 404,
 }
-
-router = APIRouter(tags=["webhooks"])
 Caller = Annotated[Principal, Depends(api_principal)]
 
 
@@ -54,10 +59,14 @@ class WebhookCreate(BaseModel):
 
 
 def problem(exc: InvitationError) -> JSONResponse:
-    status = STATUS.get(type(exc), 400)
-    body: dict[str, Any] = {"type": f"about:blank#{exc.code}", "title": exc.code,
+    """RFC 9457 problem details, in admin/problems.py's shape (errors name the field)."""
+    status = STATUS.get(type(exc), 409)
+    errors = [{"field": exc.field, "code": exc.code, "detail": exc.message}] if exc.field \
+        else []
+    body: dict[str, Any] = {"type": f"/api/v1/problems/{exc.code}",
+                            "title": exc.code.replace("_", " ").capitalize(),
                             "status": status, "detail": exc.message, "code": exc.code,
-                            "field": exc.field}
+                            "errors": errors}
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
