@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -21,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from webhooks.delivery import WebhookActivities
     from webhooks.payloads import DeliverRequest, DeliveryPlan, GiveUp, PendingItem, PendingRequest
 
-LOCAL = {"start_to_close_timeout": timedelta(seconds=30),
+LOCAL: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=30),
          "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=500),
                                      maximum_interval=timedelta(seconds=30))}
 
