@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from config import Settings
 from invitations.errors import NotAnAdmin, UnknownAccount
-from models.db import write_transaction
+from models.db import insert_for, write_transaction
 from models.ids import normalise_email
 from models.platform import is_admin_of
 from models.tables import Account, AccountKind
@@ -84,10 +84,15 @@ def add_endpoint(engine: Engine, settings: Settings, *, account_id: int, by: str
         if len(existing) >= MAX_ENDPOINTS_PER_ACCOUNT:
             raise TooManyWebhooks(f"account {account_id} already has "
                                   f"{MAX_ENDPOINTS_PER_ACCOUNT} webhook endpoints; remove one")
-        endpoint_id = conn.execute(ENDPOINTS.insert().values(
+        # ON CONFLICT: a concurrent registration of the same URL (PostgreSQL's FOR UPDATE
+        # above locks no row when the account has none yet).
+        endpoint_id = conn.execute(insert_for(conn, ENDPOINTS).values(
             account_id=account_id, url=url, secret=secret, events=wanted,
             created_by=normalise_email(by), created_at=now, consecutive_failures=0,
-        ).returning(ENDPOINTS.c.id)).scalar_one()
+        ).on_conflict_do_nothing(index_elements=["account_id", "url"])
+            .returning(ENDPOINTS.c.id)).scalar()
+        if endpoint_id is None:
+            raise DuplicateWebhook(f"url {url} is already registered for account {account_id}")
     return NewEndpoint(id=endpoint_id, account_id=account_id, url=url,
                        events=wanted or list(EVENT_TYPES), created_by=normalise_email(by),
                        created_at=now, secret=secret)

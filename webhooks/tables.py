@@ -22,6 +22,7 @@ class WebhookEndpoint(SQLModel, table=True):
     outcome columns are what `webhook list` shows: kept by the delivery activity."""
 
     __tablename__ = "webhook_endpoint"
+    __table_args__ = (UniqueConstraint("account_id", "url", name="uq_webhook_endpoint_url"),)
     id: int | None = Field(default=None, primary_key=True)
     # Indexed: record_change asks "does this account have endpoints?" on every change.
     account_id: int = Field(foreign_key="account.id", index=True)

@@ -34,7 +34,8 @@ def upgrade() -> None:
     sa.Column('last_error', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('consecutive_failures', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['account.id'], ),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('account_id', 'url', name='uq_webhook_endpoint_url')
     )
     with op.batch_alter_table('webhook_endpoint', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_webhook_endpoint_account_id'), ['account_id'], unique=False)
