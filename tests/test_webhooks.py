@@ -527,3 +527,32 @@ async def test_api_webhooks_create_list_delete(
         assert (await api.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 204
         assert (await api.delete(f"/api/v1/webhooks/{hook['id']}")).status_code == 404
     await dev_env.client.get_workflow_handle(workflow_id(hooks, hook["id"])).terminate()
+
+
+@pytest.mark.sqlite_only
+async def test_the_production_plan_retries_for_a_day_then_moves_on(
+    ts_env: WorkflowEnvironment, engine: Engine, hooks: Settings, receiver: Receiver,
+) -> None:
+    """5 s doubling to 1 h, for a day: the time-skipping server makes the day pass."""
+    world = make_world(engine, hooks)
+    endpoint = add(engine, hooks, world, receiver.url)
+    inv = open_invitation(engine, world)
+    record(engine, inv, S.BLOCKED, "blocked", T0)
+    record(engine, inv, S.DECLINED, "declined", T0 + timedelta(seconds=1))
+    receiver.failing.add(event_id(inv, "blocked", T0))
+    # The production retry plan; the outbox looked at hourly (every poll is a workflow
+    # task, and a skipped day would otherwise hold 17,280 of them).
+    plan = DeliveryPlan(endpoint_id=endpoint.id, poll_seconds=3600)
+    assert (plan.first_retry_seconds, plan.max_retry_seconds, plan.give_up_seconds) == \
+        (5, 3600, 86400)
+    async with new_worker(ts_env.client, hooks, engine):
+        await ensure_delivery(ts_env.client, hooks, endpoint.id, plan)
+        await eventually(lambda: receiver.got, within=30, what="a first attempt")
+        await ts_env.sleep(timedelta(hours=25))
+        await eventually(lambda: receiver.delivered(), within=60, what="the later event")
+        await ts_env.client.get_workflow_handle(workflow_id(hooks, endpoint.id)).terminate()
+    attempts = [r for r in receiver.got if r.answered == 500]
+    assert 20 <= len(attempts) <= 40  # ~10 doubling up to 1 h, then hourly for the day
+    [view] = endpoints.list_endpoints(engine, world.org_id)
+    assert (view.failed, view.delivered, view.pending) == (1, 1, 0)
+    assert [r.json["data"]["event"] for r in receiver.delivered()] == ["declined"]
