@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     sso_audience: str = ""
     sso_inviter: str = ""  # who invites SSO users with an individual account (default: owner)
     sso_nonce_ttl_seconds: int = Field(default=600, ge=30, le=3600)
+    # Webhooks (issue #15, webhooks/urls.py): loopback/private/link-local endpoints only when
+    # allowed (development, tests); plain http only to these comma-separated hosts.
+    webhook_allow_private: bool = False
+    webhook_http_hosts: str = ""
+    webhook_poll_seconds: float = Field(default=5.0, gt=0, le=3600)  # outbox check, idle
 
 
 DEV_LINK_SECRET = "dev-only-change-me"

@@ -8,6 +8,7 @@
     python starter.py revoke INVITATION [--by EMAIL] [--reason TEXT]
     python starter.py seed-demo
     python starter.py domain add|verify|list|remove ...   (domains/cli.py)
+    python starter.py webhook add|list|remove ...   (webhooks/cli.py)
 
 Every command takes --json (one JSON document on stdout; errors as {"error": {...}}).
 Exit codes: 0 done; 1 an error, nothing done (the message says why); 2 a usage error;
@@ -36,6 +37,7 @@ from invitations.errors import InvitationError, TemporalUnavailable
 from invitations.models import InviteRequest, Outcome, RowResult
 from invitations.render import STATE_LABELS, pending_table, progress_tables, results_table, when
 from models.db import engine_from, init_db
+from webhooks.cli import add_webhook_parser, run_webhook_command
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--reason")
     sub.add_parser("seed-demo", parents=[common], help="create the demo data (idempotent)")
     add_domain_parser(sub, common)
+    add_webhook_parser(sub, common)
     return parser
 
 
@@ -220,11 +223,15 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     engine = engine_from(settings)
     init_db(engine)
     try:
+        if args.command == "webhook" and args.webhook_command == "list":  # the database only
+            return await run_webhook_command(args, settings, engine, None, out)
         try:
             temporal = await connect_temporal(settings)
         except RuntimeError as exc:
             raise TemporalUnavailable(f"cannot reach Temporal at {settings.temporal_address}: "
                                       f"{exc}") from exc
+        if args.command == "webhook":
+            return await run_webhook_command(args, settings, engine, temporal, out)
         client = InvitationsClient(temporal, settings, engine)
         return await COMMANDS[args.command](client, args, out)
     finally:

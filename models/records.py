@@ -20,6 +20,7 @@ from models.activity_io import AuditNote, StatusChange
 from models.db import as_utc, insert_for, prepared
 from models.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
 from models.tables import AuditEvent, Invitation
+from webhooks import outbox
 
 EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 
@@ -84,3 +85,7 @@ def record_change(conn: Connection, change: StatusChange) -> None:
             conn.execute(EVENTS.insert().values(
                 at=at, invitation_id=change.invitation_id, account_id=account_id,
                 kind=note.event, detail={"status": note.status.value, **note.detail}))
+    # The same transaction writes the webhooks' outbox rows (nothing without endpoints).
+    outbox.enqueue(conn, change.invitation_id, account_id, [
+        outbox.Note(kind=n.event, at=as_utc(n.at), status=n.status.value, detail=n.detail)
+        for n in notes])

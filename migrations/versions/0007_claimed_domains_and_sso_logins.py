@@ -1,7 +1,7 @@
 """claimed domains and sso logins
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0006
 Create Date: 2026-11-25 23:44:33.500052
 """
 
@@ -14,7 +14,7 @@ import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision: str = '0007'
-down_revision: str | None = '0003'
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
