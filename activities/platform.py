@@ -71,6 +71,7 @@ from models.tables import (
     User,
     utcnow,
 )
+from webhooks import outbox
 
 EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
 INVITATIONS: Table = Invitation.__table__  # type: ignore[attr-defined]
@@ -105,6 +106,9 @@ def add_event_once(
         return False
     # A Core INSERT: nothing reads the event back, so no ORM object (and no flush) for it.
     conn.execute(EVENTS.insert(), key | {"account_id": account_id, "detail": detail})
+    # Its webhooks (e.g. "invited" -> created) in the same transaction: webhooks/outbox.py.
+    outbox.enqueue_event(conn, invitation_id=invitation_id, account_id=account_id, kind=kind,
+                         at=at, detail=detail)
     return True
 
 

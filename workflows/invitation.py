@@ -235,6 +235,9 @@ class InvitationWorkflow(Moving):
             mails.append(Mail(EmailKind.ADMIN_EXPIRING_SOON, admin=True))
         if mails:
             self._spawn(self._tell(*mails))
+        if self._status.awaiting_acceptance:  # in the audit trail (and its webhook)
+            await self._transition(self._status, "reminder_sent", self._progress.step,
+                                   {"reminders_sent": self._progress.reminders_sent})
 
     def _history_is_long(self) -> bool:
         info = workflow.info()
