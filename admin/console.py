@@ -174,11 +174,12 @@ def own_invitation(engine: Engine, principal: Principal, invitation_id: str
 
 # --- signing in and out ----------------------------------------------------------------
 def signin_page(request: Request, *, sent: bool = False, error: str | None = None,
-                status_code: int = 200, notice: str | None = None) -> Response:
+                status_code: int = 200, notice: str | None = None,
+                confirm: sessions.IssuedLink | None = None) -> Response:
     settings = request.app.state.settings
     form_cookie = request.cookies.get(FORM_COOKIE) or sessions.new_form_cookie()
     response = render(request, "signin.html", {
-        "sent": sent, "error": error, "notice": notice,
+        "sent": sent, "error": error, "notice": notice, "confirm": confirm,
         "form_csrf": sessions.csrf_token(settings, form_cookie),
         "minutes": settings.admin_signin_link_minutes}, status_code)
     response.set_cookie(FORM_COOKIE, form_cookie, **sessions.cookie_flags(settings))
@@ -214,23 +215,39 @@ async def signin_request(request: Request, email: Annotated[str, Form()] = "",
     return signin_page(request, sent=True)
 
 
+def refused_page(request: Request, refused: sessions.SignInRefused) -> Response:
+    wait = limiter(request, "links", burst=20).record_failure(client_of(request))
+    if wait:
+        return error_page(request, 429, headers={"Retry-After": str(wait)})
+    title, code = {
+        "expired": ("This sign-in link has expired", 410),
+        "used": ("This sign-in link was already used", 410),
+    }.get(refused.reason, ("This sign-in link is not valid", 400))
+    return error_page(request, code, title=title,
+                      text="Each link works once, for a few minutes. Ask for a new one on "
+                           "the sign-in page.")
+
+
 @router.get(SIGNIN_PATH + "/{token}")
-async def signin_with_link(request: Request, token: str) -> Response:
+async def signin_confirm(request: Request, token: str) -> Response:
+    """Asks to confirm, spending nothing: mail scanners open the links in mails."""
+    try:
+        link = await asyncio.to_thread(sessions.check_link, request.app.state.engine, token)
+    except sessions.SignInRefused as refused:
+        return refused_page(request, refused)
+    return signin_page(request, confirm=link)
+
+
+@router.post(SIGNIN_PATH + "/{token}")
+async def signin_with_link(request: Request, token: str,
+                           csrf: Annotated[str, Form()] = "") -> Response:
+    check_csrf(request, csrf, FORM_COOKIE)
     settings, engine, _ = state(request)
     try:
         session_id, _principal = await asyncio.to_thread(sessions.use_link, engine, settings,
                                                          token)
     except sessions.SignInRefused as refused:
-        wait = limiter(request, "links", burst=20).record_failure(client_of(request))
-        if wait:
-            return error_page(request, 429, headers={"Retry-After": str(wait)})
-        title, code = {
-            "expired": ("This sign-in link has expired", 410),
-            "used": ("This sign-in link was already used", 410),
-        }.get(refused.reason, ("This sign-in link is not valid", 400))
-        return error_page(request, code, title=title,
-                          text="Each link works once, for a few minutes. Ask for a new one "
-                               "on the sign-in page.")
+        return refused_page(request, refused)
     response = RedirectResponse("/users", status_code=303)
     response.set_cookie(SESSION_COOKIE, session_id, max_age=settings.admin_session_hours * 3600,
                         **sessions.cookie_flags(settings))

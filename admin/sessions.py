@@ -4,10 +4,11 @@
   at most `admin_signin_per_hour` per address (counted under the user's row lock, so two
   requests at once cannot both take the last one). Whoever asks gets the same answer, so
   the form never tells whether an address exists.
-- Using it (`use_link`): one conditional `UPDATE ... WHERE used_at IS NULL AND expires_at >
-  now`, its row count checked, in the transaction that opens the session: two clicks at
-  once open one session (the other is told the link was used). AdminSession.link_id is
-  unique besides.
+- Using it: opening the link (`check_link`) only asks to confirm, so a mail scanner that
+  fetches links does not spend it. Confirming (`use_link`) is one conditional `UPDATE ...
+  WHERE used_at IS NULL AND expires_at > now`, its row count checked, in the transaction
+  that opens the session: two clicks at once open one session (the other is told the link
+  was used). AdminSession.link_id is unique besides.
 - The session: a random id in an HttpOnly, SameSite=Lax cookie (Secure when the console is
   served over https); the database keeps its sha256 only, as it does for the link tokens.
   Every request re-reads it and checks the person is still an owner or admin of its account.
@@ -114,6 +115,23 @@ def issue_link(engine: Engine, settings: Settings, email: str, *,
         session.commit()
         base = settings.admin_base_url.rstrip("/")
         return IssuedLink(user.email, account.name, f"{base}{SIGNIN_PATH}/{token}", expires)
+
+
+def check_link(engine: Engine, token: str) -> IssuedLink:
+    """What an unused, unexpired link would sign in to, spending nothing (the page that
+    asks to confirm: mail scanners that open links must not use them up)."""
+    with Session(engine) as session:
+        found = session.exec(select(SignInLink, Account.name)
+                             .join(Account, col(Account.id) == col(SignInLink.account_id))
+                             .where(col(SignInLink.token_hash) == digest(token))).first()
+    if found is None:
+        raise SignInRefused("invalid")
+    link, name = found
+    if link.used_at is not None:
+        raise SignInRefused("used")
+    if link.expires_at <= now_utc():
+        raise SignInRefused("expired")
+    return IssuedLink(link.email, name, "", link.expires_at)
 
 
 def use_link(engine: Engine, settings: Settings, token: str) -> tuple[str, Principal]:

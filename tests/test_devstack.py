@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -97,7 +99,11 @@ async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None
         [signin] = [ln.split()[-1] for ln in output if "/signin/" in ln]
         assert signin.startswith(console + "/signin/")
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
-        with browser.open(signin, timeout=10) as resp:  # 303 to /users, session cookie kept
+        with browser.open(signin, timeout=10) as resp:  # asks to confirm
+            form = re.search(r'name="csrf" value="([^"]+)"', resp.read().decode())
+        assert form is not None
+        confirm = urllib.parse.urlencode({"csrf": form.group(1)}).encode()
+        with browser.open(signin, data=confirm, timeout=10) as resp:  # 303 to /users
             users = resp.read().decode()
             assert resp.status == 200 and resp.url == console + "/users"
         assert 'id="signed-in-as">admin@acme.test<' in users and "owner@acme.test" in users
