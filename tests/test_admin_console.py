@@ -21,11 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 from admin import sessions
 from admin.app import create_admin_app
 from config import Settings
+from invitations.client import InvitationsClient
 from mailcatcher import read_messages
 from models.console_auth import AdminSession, SignInLink
 from models.ids import invitation_id
-from models.seed import create_org
-from models.tables import Invitation, User
+from models.seed import IndividualSpec, create_individual, create_org
+from models.tables import Invitation, Role, User
+from observability import RedactFilter
 from tests.conftest import new_worker
 from tests.workflow_helpers import eventually
 
@@ -316,8 +318,24 @@ async def test_add_users_validates_each_field_and_invites_the_valid_rows(
         pending = await console.get("/users/pending")
         listed = re.findall(r'<tr data-email="([^"]+)" data-status="pending">', pending.text)
         assert sorted(listed) == sorted([ada, bob, f"c.{tag}@example.com"])
+
+        rita = f"rita.{tag}@example.com"  # her own account still has a room: error 1009
+        with Session(engine) as s:
+            create_individual(s, settings.recordings_dir, IndividualSpec(
+                email=rita, first_name="Rita", rooms=("Rita's Boardroom",)))
+            s.commit()
+        added = await console.post("/users/add", data={"csrf": token, "addresses": rita})
+        assert 'data-outcome="started"' in added.text
+        client = InvitationsClient(dev_env.client, settings, engine)
+        outcome = await client.accept(invitation_id(acme, rita))
+        assert outcome.outcome == "blocked"
+        pending = await console.get("/users/pending")
+        row = re.search(rf'<tr data-email="{re.escape(rita)}" data-status="blocked">'
+                        r"(.*?)</tr>", pending.text, re.S)
+        assert row is not None and "Blocked (error 1009)" in row.group(1)
+        assert "Delete the room" in row.group(1) and "Boardroom" in row.group(1)
         # Their workflows run: the Pending list can count on their mail going out.
-        await eventually(lambda: len(_sent(engine)) == 3, within=30, what="invitation mails")
+        await eventually(lambda: len(_sent(engine)) == 4, within=30, what="invitation mails")
     with Session(engine) as s:
         assert s.exec(select(func.count()).select_from(Invitation).where(
             col(Invitation.account_id) != acme)).one() == 0
@@ -328,3 +346,36 @@ def _sent(engine: Engine) -> list[str]:
 
     with Session(engine) as s:
         return list(s.exec(select(SentEmail.to).where(SentEmail.kind == "invitation")).all())
+
+
+@pytest.mark.sqlite_only
+async def test_sessions_end_at_expiry_and_when_the_admin_is_demoted(
+    console: httpx.AsyncClient, settings: Settings, engine: Engine, smtp: Path,
+) -> None:
+    seed(engine)
+    await sign_in(console, settings)
+    assert (await console.get("/users")).status_code == 200
+    with Session(engine) as s:
+        s.exec(update(AdminSession).values(  # type: ignore[call-overload]
+            expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        s.commit()
+    assert (await console.get("/users")).headers["location"] == "/signin"
+
+    await sign_in(console, settings)
+    assert (await console.get("/users/pending")).status_code == 200
+    with Session(engine) as s:
+        admin = s.exec(select(User).where(User.email == ADMIN)).one()
+        admin.role = Role.MEMBER
+        s.add(admin)
+        s.commit()
+    assert (await console.get("/users/pending")).headers["location"] == "/signin"
+    assert sessions.issue_link(engine, settings, ADMIN) is None  # no new link either
+
+
+def test_sign_in_tokens_never_reach_a_log_line() -> None:
+    redact = RedactFilter([]).redact
+    token = "k3Y_-9" * 7
+    assert redact(f'"GET /signin/{token} HTTP/1.1" 200') == '"GET /signin/<token> HTTP/1.1" 200'
+    assert redact(f"http://127.0.0.1:8100/signin%2F{token}") == \
+        "http://127.0.0.1:8100/signin%2F<token>"
+    assert redact("POST /signin HTTP/1.1") == "POST /signin HTTP/1.1"
