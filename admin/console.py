@@ -182,7 +182,7 @@ def signin_page(request: Request, *, sent: bool = False, error: str | None = Non
         "sent": sent, "error": error, "notice": notice, "confirm": confirm,
         "form_csrf": sessions.csrf_token(settings, form_cookie),
         "minutes": settings.admin_signin_link_minutes}, status_code)
-    response.set_cookie(FORM_COOKIE, form_cookie, **sessions.cookie_flags(settings))
+    sessions.set_cookie(response, settings, FORM_COOKIE, form_cookie)
     return response
 
 
@@ -249,8 +249,8 @@ async def signin_with_link(request: Request, token: str,
     except sessions.SignInRefused as refused:
         return refused_page(request, refused)
     response = RedirectResponse("/users", status_code=303)
-    response.set_cookie(SESSION_COOKIE, session_id, max_age=settings.admin_session_hours * 3600,
-                        **sessions.cookie_flags(settings))
+    sessions.set_cookie(response, settings, SESSION_COOKIE, session_id,
+                        max_age=settings.admin_session_hours * 3600)
     response.delete_cookie(FORM_COOKIE, path="/")
     return response
 

@@ -30,7 +30,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 
 import aiosmtplib
-from fastapi import Request
+from fastapi import Request, Response
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
@@ -200,9 +200,12 @@ def new_form_cookie() -> str:
     return secrets.token_urlsafe(24)
 
 
-def cookie_flags(settings: Settings) -> dict[str, object]:
-    return {"httponly": True, "samesite": "lax", "path": "/",
-            "secure": settings.admin_base_url.lower().startswith("https://")}
+def set_cookie(response: Response, settings: Settings, name: str, value: str,
+               max_age: int | None = None) -> None:
+    """HttpOnly, SameSite=Lax, whole site; Secure when the console is served over https."""
+    response.set_cookie(name, value, max_age=max_age, path="/", httponly=True,
+                        samesite="lax",
+                        secure=settings.admin_base_url.lower().startswith("https://"))
 
 
 async def signed_in(request: Request) -> Principal | None:

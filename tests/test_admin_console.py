@@ -330,10 +330,10 @@ async def test_add_users_validates_each_field_and_invites_the_valid_rows(
         outcome = await client.accept(invitation_id(acme, rita))
         assert outcome.outcome == "blocked"
         pending = await console.get("/users/pending")
-        row = re.search(rf'<tr data-email="{re.escape(rita)}" data-status="blocked">'
-                        r"(.*?)</tr>", pending.text, re.S)
-        assert row is not None and "Blocked (error 1009)" in row.group(1)
-        assert "Delete the room" in row.group(1) and "Boardroom" in row.group(1)
+        found = re.search(rf'<tr data-email="{re.escape(rita)}" data-status="blocked">'
+                          r"(.*?)</tr>", pending.text, re.S)
+        assert found is not None and "Blocked (error 1009)" in found.group(1)
+        assert "Delete the room" in found.group(1) and "Boardroom" in found.group(1)
         # Their workflows run: the Pending list can count on their mail going out.
         await eventually(lambda: len(_sent(engine)) == 4, within=30, what="invitation mails")
     with Session(engine) as s:
