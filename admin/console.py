@@ -248,6 +248,9 @@ async def signin_with_link(request: Request, token: str,
                                                          token)
     except sessions.SignInRefused as refused:
         return refused_page(request, refused)
+    earlier = request.cookies.get(SESSION_COOKIE)
+    if earlier:  # this browser's earlier session ends: one session per browser
+        await asyncio.to_thread(sessions.end_session, engine, earlier)
     response = RedirectResponse("/users", status_code=303)
     sessions.set_cookie(response, settings, SESSION_COOKIE, session_id,
                         max_age=settings.admin_session_hours * 3600)

@@ -334,6 +334,13 @@ async def test_add_users_validates_each_field_and_invites_the_valid_rows(
                           r"(.*?)</tr>", pending.text, re.S)
         assert found is not None and "Blocked (error 1009)" in found.group(1)
         assert "Delete the room" in found.group(1) and "Boardroom" in found.group(1)
+        revoked = await console.post(f"/invitations/{invitation_id(acme, rita)}/revoke",
+                                     data={"csrf": token, "reason": "Wrong person"})
+        assert revoked.status_code == 303 and "notice=revoked" in revoked.headers["location"]
+        again = await console.post(f"/invitations/{invitation_id(acme, rita)}/revoke",
+                                   data={"csrf": token})
+        assert again.status_code == 409 and f"revoke {rita}: invitation " in again.text
+        assert "has ended (revoked)" in again.text
         # Their workflows run: the Pending list can count on their mail going out.
         await eventually(lambda: len(_sent(engine)) == 4, within=30, what="invitation mails")
     with Session(engine) as s:
@@ -361,8 +368,13 @@ async def test_sessions_end_at_expiry_and_when_the_admin_is_demoted(
         s.commit()
     assert (await console.get("/users")).headers["location"] == "/signin"
 
+    expired_cookie = console.cookies[sessions.SESSION_COOKIE]
     await sign_in(console, settings)
     assert (await console.get("/users/pending")).status_code == 200
+    with Session(engine) as s:  # signing in again ended the browser's earlier session
+        ended = s.exec(select(AdminSession).where(
+            AdminSession.session_hash == sessions.digest(expired_cookie))).one()
+        assert ended.ended_at is not None
     with Session(engine) as s:
         admin = s.exec(select(User).where(User.email == ADMIN)).one()
         admin.role = Role.MEMBER
