@@ -43,6 +43,7 @@ from models.tables import Account, Invitation, SentEmail, User
 
 HERE = Path(__file__).resolve().parent
 MAX_ADDRESSES = 500  # per form; a CSV file takes more
+PAGE_SIZE = 100  # rows of the Pending list per page
 MAX_CSV_BYTES = 5 * 1024 * 1024
 SHARED_FIELDS = ("user_type", "group", "message", "expires_in_days")
 NOTICES = {"resent": "A new invitation email was sent to {email}; it expires {expires}.",
@@ -333,26 +334,32 @@ async def _blocking(client: InvitationsClient, rows: list[PendingInvitation]
 
 
 async def pending_page(request: Request, principal: Principal, *, notice: str | None = None,
-                       error: str | None = None, status_code: int = 200) -> Response:
+                       error: str | None = None, status_code: int = 200, page: int = 1
+                       ) -> Response:
     _, engine, client = state(request)
-    rows = await client.pending(principal.account_id)
+    everyone = await client.pending(principal.account_id)
+    pages = max(1, -(-len(everyone) // PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = everyone[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     facts = await asyncio.to_thread(_mail_facts, engine, [r.invitation_id for r in rows])
     live = await _blocking(client, rows)
     name = await asyncio.to_thread(account_name, engine, principal.account_id)
     return render(request, "pending.html", {
         "rows": rows, "facts": facts, "live": live, "notice": notice, "error": error,
-        "account_name": name, "nav": "pending"}, status_code, principal=principal)
+        "account_name": name, "nav": "pending", "page": page, "pages": pages,
+        "total": len(everyone), "first": (page - 1) * PAGE_SIZE + 1},
+        status_code, principal=principal)
 
 
 @router.get("/users/pending")
 async def pending(request: Request, principal: Admin, notice: str = "",
-                  invitation: str = "") -> Response:
+                  invitation: str = "", page: int = 1) -> Response:
     text = None
     if notice in NOTICES and invitation:
         row = own_invitation(request.app.state.engine, principal, invitation)
         if row is not None:
             text = NOTICES[notice].format(email=row.email, expires=datetime_utc(row.expires_at))
-    return await pending_page(request, principal, notice=text)
+    return await pending_page(request, principal, notice=text, page=page)
 
 
 # --- adding users -----------------------------------------------------------------------
