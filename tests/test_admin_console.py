@@ -417,3 +417,22 @@ async def test_pending_list_comes_in_pages_of_a_hundred(
     assert re.findall(r'<tr data-email="([^"]+)"', second.text) == [
         f"p{i:03d}@example.com" for i in range(100, 105)]
     assert 'id="previous-page"' in second.text and 'id="next-page"' not in second.text
+
+
+@pytest.mark.sqlite_only
+async def test_cookies_are_secure_when_the_console_is_served_over_https(
+    settings: Settings, engine: Engine, dev_env: WorkflowEnvironment,
+) -> None:
+    seed(engine)
+    https = settings.model_copy(update={"admin_base_url": "https://admin.example.test"})
+    app = create_admin_app(https, dev_env.client, engine)
+    link = sessions.issue_link(engine, https, ADMIN)
+    assert link is not None and link.url.startswith("https://admin.example.test/signin/")
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=https.admin_base_url) as http:
+        opened = await open_link(http, link.url.removeprefix(https.admin_base_url))
+    assert opened.status_code == 303
+    cookie = next(c for c in opened.headers.get_list("set-cookie")
+                  if c.startswith(sessions.SESSION_COOKIE + "="))
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "strict-transport-security" in opened.headers

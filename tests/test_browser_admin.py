@@ -131,6 +131,7 @@ async def test_admin_signs_in_invites_resends_revokes_and_follows_one_to_complet
         [link] = re.findall(re.escape(site.admin_base_url) + r"/signin/[\w\-]+", body)
         await page.goto(link)
         await expect(page.locator("#confirm-email")).to_have_text(ADMIN)
+        await shot(page, "admin-0-confirm-sign-in")
         await page.click("#confirm-signin")
         await expect(page.locator("#signed-in-as")).to_have_text(ADMIN)
         await expect(page.locator("#members")).to_contain_text("owner@acme.test")
