@@ -117,6 +117,7 @@ async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None
             assert used.code == 410
         assert (tmp_path / "data" / "platform.db").exists()
         assert (tmp_path / "data" / "logs" / "worker.log").exists()
+        assert (tmp_path / "data" / "logs" / "admin.log").exists()
         assert any((tmp_path / "data" / "recordings").iterdir())  # the demo's recordings
         engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'platform.db'}")
         try:
