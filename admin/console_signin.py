@@ -22,6 +22,8 @@ from admin.console_kit import (
     state,
 )
 from admin.sessions import FORM_COOKIE, SESSION_COOKIE, SIGNIN_PATH
+from invitations.emails import email_problem
+from models.ids import normalise_email
 
 router = console_router()
 
@@ -54,10 +56,12 @@ async def signin_request(request: Request, email: Annotated[str, Form()] = "",
     wait = limiter(request, "signin", burst=10).record_failure(client_of(request))
     if wait:
         return error_page(request, 429, headers={"Retry-After": str(wait)})
-    address = email.strip()
-    if not address or "@" not in address:
+    address = normalise_email(email)
+    problem = email_problem(address)  # the address's shape only: says nothing of who exists
+    if problem:
         return signin_page(request, status_code=422,
-                           error="email: enter the email address you administer the account with")
+                           error=f"email: enter the address you administer the account with "
+                                 f"({problem})")
     link = await asyncio.to_thread(sessions.issue_link, engine, settings, address)
     try:
         await sessions.send_signin_mail(settings, link)

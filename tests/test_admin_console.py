@@ -152,7 +152,10 @@ async def test_unknown_and_non_admin_addresses_get_the_same_answer_and_no_mail(
         assert [r.email for r in s.exec(select(SignInLink)).all()] == [ADMIN]
 
     bad = await ask_for_link(console, "")
-    assert bad.status_code == 422 and "email: enter the email address" in bad.text
+    assert bad.status_code == 422 and "email: enter the address you administer" in bad.text
+    assert "the email address is empty" in bad.text
+    spaced = await ask_for_link(console, "admin @acme.test")
+    assert spaced.status_code == 422 and "it contains a space" in spaced.text
     no_csrf = await console.post("/signin", data={"email": ADMIN})
     assert no_csrf.status_code == 403
     with Session(engine) as s:
