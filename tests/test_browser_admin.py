@@ -166,7 +166,9 @@ async def test_admin_signs_in_invites_resends_revokes_and_follows_one_to_complet
             f"A new invitation email was sent to {ada}")
         await eventually(lambda: len(mails(site, ada, "invitation")) == 2, within=30,
                          what="Ada's second invitation mail")
-        await bob_row.locator('button[data-action="revoke"]').click()
+        await bob_row.locator('summary[data-action="revoke"]').click()
+        await bob_row.locator('input[name="reason"]').fill("Invited by mistake")
+        await bob_row.locator('button[data-action="confirm-revoke"]').click()
         await expect(page.locator("#notice")).to_contain_text(
             f"The invitation of {bob} was revoked")
         await expect(bob_row).to_have_count(0)
