@@ -24,7 +24,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 ## make run: migrate the database, then Temporal dev server + Web UI (:8233), worker,
-## link handler (:8000), mail catcher (:1025 -> .data/mail), demo data. Ctrl-C stops it.
+## link handler (:8000), admin console (:8100), mail catcher (:1025 -> .data/mail), demo
+## data. Ctrl-C stops it.
 run: $(STAMP)
 	$(BIN)/python devstack.py
 

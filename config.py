@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     # The admin side (issue #15): console and REST API, one app (admin/app.py).
     admin_port: int = 8100
     admin_base_url: str = "http://127.0.0.1:8100"
+    # The console's sign-in (admin/sessions.py): a mailed link's life, a session's life, and
+    # how many links one address may ask for per hour.
+    admin_signin_link_minutes: int = Field(default=15, ge=1, le=1440)
+    admin_session_hours: int = Field(default=12, ge=1, le=720)
+    admin_signin_per_hour: int = Field(default=5, ge=1, le=100)
     # Files and database (issue #10). Every path left unset goes under data_dir.
     logs_dir: Path = paths_under(DEFAULT_DATA_DIR)["logs_dir"]
     # SQLite's wait for the write lock (another process holding it). At most the

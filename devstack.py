@@ -8,9 +8,11 @@ each in its own process group:
   2. the mail catcher (SMTP on settings.smtp_port, Maildir in settings.maildir);
   3. the demo data (`starter.py seed-demo`, idempotent) and the demo invitations;
   4. the worker (metrics on settings.metrics_port);
-  5. the link handler (FastAPI) on settings.http_host:http_port.
-Prints the URLs and demo links, then waits. If any process dies, or on SIGINT/SIGTERM,
-every process it started is stopped (SIGTERM, then SIGKILL after a grace period).
+  5. the link handler (FastAPI) on settings.http_host:http_port;
+  6. the admin app (console, REST API) on settings.http_host:admin_port.
+Prints the URLs, demo links and a sign-in link for the demo admin, then waits. If any
+process dies, or on SIGINT/SIGTERM, every process it started is stopped (SIGTERM, then
+SIGKILL after a grace period).
 The pids are written to <data_dir>/devstack.pids while it runs; logs go to logs_dir.
 
 Every process runs in dev mode (INVITES_DEV_MODE=1: the dev link secret is allowed) with
@@ -164,6 +166,7 @@ def dev_environment() -> None:
     host = s.temporal_address.rsplit(":", 1)[0]
     os.environ.setdefault("INVITES_CODEC_CORS_ORIGINS",
                           f"http://{host}:{s.ui_port},http://localhost:{s.ui_port}")
+    os.environ.setdefault("INVITES_ADMIN_BASE_URL", f"http://{s.http_host}:{s.admin_port}")
 
 
 def start(stack: Stack) -> dict[str, str]:
@@ -196,6 +199,13 @@ def start(stack: Stack) -> dict[str, str]:
         "--no-server-header",
     ])
     wait_until("link handler", lambda: http_ok(f"{app}/healthz"), stack)
+    stack.spawn("admin", [
+        PY, "-m", "uvicorn", "--factory", "admin.app:create_admin_app",
+        "--host", s.http_host, "--port", str(s.admin_port), "--log-level", "warning",
+        "--no-server-header",
+    ])
+    console = f"http://{s.http_host}:{s.admin_port}"
+    wait_until("admin console", lambda: http_ok(f"{console}/signin"), stack)
 
     # The demo invitations (already pending on a second run: nothing is started twice).
     account = str(seeded["account_id"])
@@ -204,7 +214,22 @@ def start(stack: Stack) -> dict[str, str]:
     run_step([PY, "starter.py", "invite", "--account", account, "--by", "admin@acme.test",
               "--user-type", "licensed", "--message", "Welcome to Acme!", "--json", *demo])
     links = {email: demo_link(stack, f"invitation-{account}-{email}") for email in demo}
-    return {"ui": ui, "app": app, **links}
+    return {"ui": ui, "app": app, "console": console, "signin": demo_signin_link(s), **links}
+
+
+def demo_signin_link(settings: Settings) -> str:
+    """A fresh one-time sign-in link for the demo admin (what the sign-in mail carries)."""
+    from admin.sessions import issue_link
+    from models.db import engine_from
+
+    engine = engine_from(settings)
+    try:
+        link = issue_link(engine, settings, "admin@acme.test", rate_limited=False)
+    finally:
+        engine.dispose()
+    if link is None:
+        raise RuntimeError("admin@acme.test is not an admin of the demo account")
+    return link.url
 
 
 def demo_link(stack: Stack, invitation: str, timeout: float = 90.0) -> str:
@@ -242,6 +267,9 @@ def main() -> int:
 Ready in {time.monotonic() - started:.0f}s.
   Temporal Web UI   {urls.pop('ui')}
   Link handler      {urls.pop('app')}
+  Admin console     {urls.pop('console')}
+  Sign in as admin@acme.test (once, within {settings.admin_signin_link_minutes} min):
+                    {urls.pop('signin')}
   Temporal frontend {settings.temporal_address}
   Metrics           http://127.0.0.1:{settings.metrics_port}/metrics
   Caught mail       {mail} (Maildir)   logs: {stack.logs}

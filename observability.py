@@ -23,6 +23,8 @@ LINK_PATH_RE = re.compile(r"(/|%2F)(i)(/|%2F)[^\s\"'<>]*", re.IGNORECASE)
 ROUTE_SUFFIX_RE = re.compile(r"/(accept|refund|decline|status|reports\.csv)$")
 # The codec endpoint's token, when it travels in the path (/codec/<token>/decode).
 CODEC_PATH_RE = re.compile(r"(/codec/)(?!(?:en|de)code\b)[^\s\"'<>/]+", re.IGNORECASE)
+# The admin console's one-time sign-in links (/signin/<token>, admin/sessions.py).
+SIGNIN_PATH_RE = re.compile(r"(/|%2F)(signin)(/|%2F)[^\s\"'<>]*", re.IGNORECASE)
 # A token outside a path: base64url JSON starts with "eyJ"; dot or no dot.
 BARE_TOKEN_RE = re.compile(r"eyJ[A-Za-z0-9_\-.%]{20,}")
 
@@ -41,6 +43,7 @@ class RedactFilter(logging.Filter):
     def redact(self, text: str) -> str:
         text = LINK_PATH_RE.sub(_mask_link_path, text)
         text = CODEC_PATH_RE.sub(r"\1<token>", text)
+        text = SIGNIN_PATH_RE.sub(r"\1\2\3<token>", text)
         text = BARE_TOKEN_RE.sub("<token>", text)
         for secret in self.secrets:
             text = text.replace(secret, "<secret>")

@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 import webhooks.routes
+from admin import console
 from config import (
     Settings,
     connect_temporal,
@@ -66,4 +67,5 @@ def create_admin_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Routers (issue #15): console pages at /, the REST API at /api/v1.
     app.include_router(webhooks.routes.router, prefix="/api/v1")
+    app.include_router(console.router)
     return app

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
+import models.console_auth  # noqa: F401  (the admin console's sign-in tables)
 from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 if TYPE_CHECKING:

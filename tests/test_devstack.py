@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -41,7 +44,8 @@ def _get(url: str) -> tuple[int, str]:
 
 
 async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("temporal", "ui", "smtp", "http", "metrics")}
+    ports = {name: free_port()
+             for name in ("temporal", "ui", "smtp", "http", "metrics", "admin")}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INVITES_", "TEMPORAL_"))}
     env.update({
         # Only the data dir: the database, Maildir, recordings and logs follow it.
@@ -52,6 +56,7 @@ async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None
         "INVITES_HTTP_PORT": str(ports["http"]),
         "INVITES_PUBLIC_BASE_URL": f"http://127.0.0.1:{ports['http']}",
         "INVITES_METRICS_PORT": str(ports["metrics"]),
+        "INVITES_ADMIN_PORT": str(ports["admin"]),
     })
     started = time.monotonic()
     proc = subprocess.Popen([sys.executable, "devstack.py"], cwd=ROOT, env=env,
@@ -69,7 +74,7 @@ async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None
         assert "Ready in" in text, text
         assert ready_after < 90, f"stack took {ready_after:.0f}s"
         pids = json.loads((tmp_path / "data" / "devstack.pids").read_text())
-        assert set(pids) == {"temporal", "mailcatcher", "worker", "linkhandler"}
+        assert set(pids) == {"temporal", "mailcatcher", "worker", "linkhandler", "admin"}
 
         status, _ = _get(f"http://127.0.0.1:{ports['ui']}/")
         assert status == 200
@@ -84,11 +89,35 @@ async def test_make_run_stack_comes_up_and_stops_cleanly(tmp_path: Path) -> None
         assert pollers, "no worker polls the invitations task queue"
 
         demo_links = [ln.split()[-1] for ln in output if "/i/" in ln]
+        demo_emails = [ln.split()[0] for ln in output if "/i/" in ln]
         assert len(demo_links) == 4, text
         status, page = _get(demo_links[0])
         assert status == 200 and "Acme" in page
+        # The printed sign-in link opens the console as the demo admin (once).
+        console = f"http://127.0.0.1:{ports['admin']}"
+        assert f"Admin console     {console}" in text, text
+        [signin] = [ln.split()[-1] for ln in output if "/signin/" in ln]
+        assert signin.startswith(console + "/signin/")
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with browser.open(signin, timeout=10) as resp:  # asks to confirm
+            form = re.search(r'name="csrf" value="([^"]+)"', resp.read().decode())
+        assert form is not None
+        confirm = urllib.parse.urlencode({"csrf": form.group(1)}).encode()
+        with browser.open(signin, data=confirm, timeout=10) as resp:  # 303 to /users
+            users = resp.read().decode()
+            assert resp.status == 200 and resp.url == console + "/users"
+        assert 'id="signed-in-as">admin@acme.test<' in users and "owner@acme.test" in users
+        with browser.open(console + "/users/pending", timeout=10) as resp:
+            listed = resp.read().decode()
+        assert all(f'data-email="{e}"' in listed for e in demo_emails), (demo_emails, listed)
+        try:
+            urllib.request.urlopen(signin, timeout=10)  # noqa: S310 (localhost)
+            raise AssertionError("the sign-in link worked twice")
+        except urllib.error.HTTPError as used:
+            assert used.code == 410
         assert (tmp_path / "data" / "platform.db").exists()
         assert (tmp_path / "data" / "logs" / "worker.log").exists()
+        assert (tmp_path / "data" / "logs" / "admin.log").exists()
         assert any((tmp_path / "data" / "recordings").iterdir())  # the demo's recordings
         engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'platform.db'}")
         try:
