@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from temporalio.client import Client
 
+from admin import api
 from config import (
     Settings,
     connect_temporal,
@@ -64,4 +65,5 @@ def create_admin_app(
     app.add_middleware(SecurityHeaders, https=cfg.admin_base_url.lower().startswith("https://"))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     # Routers (issue #15): console pages at /, the REST API at /api/v1.
+    app.include_router(api.router, prefix="/api/v1")
     return app

@@ -298,3 +298,6 @@ class TransferState(SQLModel, table=True):
     # server time the undo was scheduled (see transfers)
     undone_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+from models import api_tables  # noqa: E402,F401  (the REST API's tables, on the same metadata)
