@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # The admin side (issue #15): console and REST API, one app (admin/app.py).
     admin_port: int = 8100
     admin_base_url: str = "http://127.0.0.1:8100"
+    # How long the REST API keeps an Idempotency-Key's first answer (admin/idempotency.py).
+    api_idempotency_hours: int = Field(default=24, ge=1, le=720)
     # Files and database (issue #10). Every path left unset goes under data_dir.
     logs_dir: Path = paths_under(DEFAULT_DATA_DIR)["logs_dir"]
     # SQLite's wait for the write lock (another process holding it). At most the
