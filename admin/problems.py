@@ -119,6 +119,8 @@ def from_validation(exc: RequestValidationError) -> Problem:
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "header",
                                                                 "path")]
+        if err.get("type") == "json_invalid":  # its loc is a character position
+            loc = []
         errors.append(FieldError(field=".".join(loc) or "body", code=str(err.get("type")),
                                  detail=str(err.get("msg"))))
     named = ", ".join(e.field for e in errors) or "the body"
