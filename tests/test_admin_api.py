@@ -10,8 +10,11 @@ each test's database numbers its accounts from 1 on the shared dev server.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from admin.app import create_admin_app
 from admin.tokens import create_token
-from config import Settings
+from config import ROOT, Settings
 from models.api_tables import ApiToken, IdempotencyRecord
 from models.ids import invitation_id
 from models.seed import create_org
@@ -438,3 +441,86 @@ async def test_list_filters_and_cursor_pagination(api: Api) -> None:
         "cursor": one["next_cursor"], "limit": 1}, headers=api.as_globex()),
         400, "invalid_cursor")
     await terminate(api.temporal, *newest_first)
+
+
+# ------------------------------------------------------------------ starter.py token ...
+async def starter_process(settings: Settings, *args: str) -> tuple[int, Any, str]:
+    """`python starter.py --json ARGS` with this test's database; (exit code, JSON, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVITES_", "TEMPORAL_"))}
+    env["INVITES_DATABASE_URL"] = settings.database_url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "starter.py"), "--json", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out), err.decode()
+
+
+@pytest.fixture
+def starter(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]
+            ) -> Iterator[Callable[..., Awaitable[tuple[int, Any, str]]]]:
+    """`starter.main(["--json", *ARGS])` in this process (a subprocess costs seconds of
+    imports on a busy machine; one test runs the real one), configured the same way."""
+    import starter as cli
+    from config import get_settings
+
+    monkeypatch.setenv("INVITES_DATABASE_URL", settings.database_url)
+    get_settings.cache_clear()
+
+    async def run(*args: str) -> tuple[int, Any, str]:
+        code = await asyncio.to_thread(cli.main, ["--json", *args])
+        out, err = capsys.readouterr()
+        return code, json.loads(out), err
+
+    yield run
+    get_settings.cache_clear()
+
+
+@pytest.mark.sqlite_only
+async def test_starter_token_commands_create_list_and_revoke(
+    api: Api, settings: Settings, starter: Callable[..., Awaitable[tuple[int, Any, str]]],
+) -> None:
+    code, made, _ = await starter_process(settings, "token", "create", "--account", str(api.acme),
+                                  "--by", "OWNER@acme.test", "--name", "billing-sync")
+    assert code == 0 and made["token"].startswith(made["prefix"] + "_")
+    assert made["created_by"] == "owner@acme.test" and made["name"] == "billing-sync"
+    with Session(api.engine) as s:  # stored hashed: the secret is nowhere in the row
+        row = s.exec(select(ApiToken).where(ApiToken.prefix == made["prefix"])).one()
+        assert made["token"] not in row.model_dump_json() and len(row.secret_hash) == 64
+    bearer = {"Authorization": f"Bearer {made['token']}"}
+    r = await api.http.post("/api/v1/invitations", json={"email": unique("cli")},
+                            headers=bearer)
+    assert r.status_code == 201
+    with Session(api.engine) as s:
+        assert s.exec(select(User.email).join(Invitation, col(
+            Invitation.invited_by_user_id) == col(User.id))).one() == "owner@acme.test"
+
+    code, listed, _ = await starter("token", "list", "--account", str(api.acme))
+    assert code == 0
+    mine = [t for t in listed["tokens"] if t["prefix"] == made["prefix"]]
+    assert len(mine) == 1 and mine[0]["last_used_at"] is not None
+    assert "token" not in mine[0] and "secret_hash" not in mine[0]
+
+    code, failed, err = await starter("token", "create", "--account",
+                                      str(api.acme), "--by", "member@acme.test", "--name", "x")
+    assert code == 1 and failed["error"]["code"] == "not_an_admin"
+    assert failed["error"]["field"] == "by" and "member@acme.test" in err
+    code, failed, _ = await starter("token", "create", "--account", str(api.acme),
+                                    "--by", "owner@acme.test", "--name", "  ")
+    assert code == 1 and failed["error"]["code"] == "invalid_token_name"
+    code, failed, _ = await starter("token", "revoke", "--account", str(api.globex),
+                                    "--by", "boss@globex.test", made["prefix"])
+    assert code == 1 and failed["error"]["code"] == "token_not_found"  # not Globex's token
+
+    code, revoked, _ = await starter("token", "revoke", "--account", str(api.acme),
+                                     "--by", "admin@acme.test", made["prefix"])
+    assert code == 0 and revoked["revoked_by"] == "admin@acme.test"
+    assert_problem(await api.http.get("/api/v1/invitations", headers=bearer),
+                   401, "unauthorized")
+    code, listed, _ = await starter("token", "list", "--account", str(api.acme))
+    assert made["prefix"] not in [t["prefix"] for t in listed["tokens"]]
+    code, listed, _ = await starter("token", "list", "--account", str(api.acme),
+                                    "--all")
+    assert made["prefix"] in [t["prefix"] for t in listed["tokens"]]
+    await terminate(api.temporal, r.json()["invitation_id"])
