@@ -23,15 +23,19 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from admin.app import create_admin_app
+from admin.idempotency import request_hash
 from admin.tokens import create_token
 from config import ROOT, Settings
+from invitations.client import InvitationsClient
 from models.api_tables import ApiToken, IdempotencyRecord
 from models.ids import invitation_id
 from models.seed import create_org
@@ -56,6 +60,7 @@ class Api:
     globex_token: str
     engine: Engine
     temporal: Client
+    app: FastAPI
 
     def as_globex(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.globex_token}"}
@@ -83,7 +88,8 @@ async def api(dev_env: WorkflowEnvironment, settings: Settings,
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30, headers={
                 "Authorization": f"Bearer {acme_token}"}) as http:
-            yield Api(http, base, *ids, acme_token, globex_token, engine, dev_env.client)
+            yield Api(http, base, *ids, acme_token, globex_token, engine, dev_env.client,
+                      app)
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, 20)
@@ -357,6 +363,48 @@ async def test_idempotency_key_replays_the_first_answer_and_refuses_another_body
     assert await workflow_runs(api.temporal, invitation_id(api.acme, first)) == 1
     await terminate(api.temporal, invitation_id(api.acme, first),
                     invitation_id(api.globex, other))
+
+
+async def test_idempotency_claims_in_progress_stale_and_released_after_a_5xx(
+    api: Api, settings: Settings,
+) -> None:
+    email = unique("claimed")
+    body = {"email": email}
+    digest = request_hash("POST", "/api/v1/invitations", json.dumps(body).encode())
+    now = datetime.now(UTC)
+    with Session(api.engine) as s:
+        for key, age in (("busy", timedelta(seconds=5)), ("dead", timedelta(minutes=6))):
+            s.add(IdempotencyRecord(account_id=api.acme, key=key, request_hash=digest,
+                                    created_at=now - age, expires_at=now + timedelta(hours=1)))
+        s.commit()
+    # Another request holds "busy": wait and retry. Nothing started meanwhile.
+    r = await api.http.post("/api/v1/invitations", json=body, headers={"Idempotency-Key": "busy"})
+    assert_problem(r, 409, "idempotency_key_in_progress")
+    assert await workflow_runs(api.temporal, invitation_id(api.acme, email)) == 0
+    # "dead" was claimed by a process that died 6 minutes ago: taken over and run.
+    r = await api.http.post("/api/v1/invitations", json=body, headers={"Idempotency-Key": "dead"})
+    assert r.status_code == 201 and r.json()["outcome"] == "started"
+
+    # A 5xx is not an answer to keep: Temporal unreachable, then back, same key runs.
+    other = unique("unlucky")
+    nowhere = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True,
+                                   retry_config=RetryConfig(max_retries=0),
+                                   data_converter=pydantic_data_converter)
+    app_state = api.app.state
+    real = app_state.invitations
+    app_state.invitations = InvitationsClient(nowhere, settings, api.engine)
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    try:
+        r = await api.http.post("/api/v1/invitations", json={"email": other}, headers=key)
+        # (500: a client that never connected raises RuntimeError, not RPCError, from the
+        # start, so InvitationsClient does not name it start_failed.)
+        assert r.status_code >= 500 and r.headers["content-type"] == PROBLEM
+    finally:
+        app_state.invitations = real
+    assert rows(api.engine, Invitation.email == other) == 0
+    r = await api.http.post("/api/v1/invitations", json={"email": other}, headers=key)
+    assert r.status_code == 201 and "idempotent-replayed" not in r.headers
+    await terminate(api.temporal, invitation_id(api.acme, email), invitation_id(api.acme, other))
 
 
 async def test_concurrent_identical_requests_start_once(api: Api) -> None:
