@@ -17,7 +17,7 @@ dependency raises into this shape, so the console's HTML pages keep their own ha
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from fastapi import Request, Response
@@ -148,7 +148,7 @@ class ProblemRoute(APIRoute):
     """The API router's route class: any exception of a route or of its dependencies
     (authentication, body validation) is answered as problem details."""
 
-    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def answer(request: Request) -> Response:

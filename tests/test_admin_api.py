@@ -72,9 +72,9 @@ async def api(dev_env: WorkflowEnvironment, settings: Settings,
     with Session(engine) as s:
         acme = create_org(s, "Acme")
         globex = create_org(s, "Globex", owner="ceo@globex.test", admins=("boss@globex.test",))
+        assert acme.id is not None and globex.id is not None
         s.add(User(email="member@acme.test", account_id=acme.id, first_name="Mem"))
         s.commit()
-        assert acme.id is not None and globex.id is not None
         ids = acme.id, globex.id
     acme_token = create_token(engine, ids[0], "admin@acme.test", "billing-sync").token
     globex_token = create_token(engine, ids[1], "boss@globex.test", "hr-sync").token
@@ -393,16 +393,16 @@ async def test_idempotency_claims_in_progress_stale_and_released_after_a_5xx(
     app_state = api.app.state
     real = app_state.invitations
     app_state.invitations = InvitationsClient(nowhere, settings, api.engine)
-    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    retry = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
     try:
-        r = await api.http.post("/api/v1/invitations", json={"email": other}, headers=key)
+        r = await api.http.post("/api/v1/invitations", json={"email": other}, headers=retry)
         # (500: a client that never connected raises RuntimeError, not RPCError, from the
         # start, so InvitationsClient does not name it start_failed.)
         assert r.status_code >= 500 and r.headers["content-type"] == PROBLEM
     finally:
         app_state.invitations = real
     assert rows(api.engine, Invitation.email == other) == 0
-    r = await api.http.post("/api/v1/invitations", json={"email": other}, headers=key)
+    r = await api.http.post("/api/v1/invitations", json={"email": other}, headers=retry)
     assert r.status_code == 201 and "idempotent-replayed" not in r.headers
     await terminate(api.temporal, invitation_id(api.acme, email), invitation_id(api.acme, other))
 
