@@ -5,7 +5,7 @@ token's account only: another account's invitation is 404, as if it did not exis
 inviter recorded is the token's creator. Inviting goes through the same `InvitationsClient`
 as `starter.py` (same validation, same error codes, as RFC 9457 problems: admin/problems.py).
 POSTs take an `Idempotency-Key` (admin/idempotency.py). The OpenAPI document is
-`/api/v1/openapi.json`.
+`/api/v1/openapi.json`, readable as `/api/v1/docs`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session
 
+from admin import apidocs
 from admin.idempotency import idempotent
 from admin.listing import Filters, page
 from admin.principal import Principal
@@ -237,6 +238,13 @@ async def revoke_invitation(request: Request, principal: ApiPrincipal,
         return _json(await _client(request).revoke(invitation_id, by=principal.email,
                                                    reason=reason), 200)
     return await idempotent(request, principal, idempotency_key, run)
+
+
+# --- documentation ----------------------------------------------------------------------
+@router.get("/docs", include_in_schema=False)
+async def docs(request: Request) -> Response:
+    """The OpenAPI document as HTML (admin/apidocs.py); no token needed, like the JSON."""
+    return HTMLResponse(apidocs.render(request.app.openapi()))
 
 
 # --- problem types ----------------------------------------------------------------------

@@ -174,6 +174,10 @@ async def test_every_route_refuses_missing_malformed_unknown_and_revoked_tokens(
         assert "no longer an owner or admin" in assert_problem(r, 401, "unauthorized")["detail"]
         # The OpenAPI document needs no token and describes the routes and the scheme.
         doc = (await bare.get("/api/v1/openapi.json")).json()
+        page = await bare.get("/api/v1/docs")  # readable under the CSP: no script at all
+    assert page.status_code == 200 and "<script" not in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "POST /api/v1/invitations/bulk" in page.text and "Idempotency-Key" in page.text
     assert {"/api/v1/invitations", "/api/v1/invitations/bulk",
             "/api/v1/invitations/{invitation_id}/revoke"} <= set(doc["paths"])
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
