@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -113,7 +114,8 @@ def _json(model: BaseModel, status: int, **headers: str) -> JSONResponse:
 
 
 def _location(invitation_id: str) -> str:
-    return f"/api/v1/invitations/{invitation_id}"
+    # An email's local part may hold / ? # %: quoted, so the Location leads back to it.
+    return f"/api/v1/invitations/{quote(invitation_id, safe='@')}"
 
 
 async def _owned(request: Request, principal: Principal, invitation_id: str) -> None:
@@ -204,7 +206,7 @@ async def list_invitations(
     return _json(InvitationPage(invitations=items, next_cursor=next_cursor), 200)
 
 
-@router.get("/invitations/{invitation_id}", response_model=Progress,
+@router.get("/invitations/{invitation_id:path}", response_model=Progress,
             summary="One invitation's progress: status, blocking reasons, data categories")
 async def get_invitation(request: Request, principal: ApiPrincipal,
                          invitation_id: InvitationId) -> Response:
@@ -213,7 +215,7 @@ async def get_invitation(request: Request, principal: ApiPrincipal,
 
 
 # --- changing one ---------------------------------------------------------------------
-@router.post("/invitations/{invitation_id}/resend", response_model=Progress,
+@router.post("/invitations/{invitation_id:path}/resend", response_model=Progress,
              summary="Email the invitation again; the expiry moves")
 async def resend_invitation(request: Request, principal: ApiPrincipal,
                             invitation_id: InvitationId,
@@ -226,7 +228,7 @@ async def resend_invitation(request: Request, principal: ApiPrincipal,
     return await idempotent(request, principal, idempotency_key, run)
 
 
-@router.post("/invitations/{invitation_id}/revoke", response_model=Progress,
+@router.post("/invitations/{invitation_id:path}/revoke", response_model=Progress,
              summary="End an invitation whose data has not started moving")
 async def revoke_invitation(request: Request, principal: ApiPrincipal,
                             invitation_id: InvitationId,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -244,11 +245,26 @@ async def test_invite_through_the_api_and_another_account_gets_404(
                        422, "invalid_request", "expires_in_days")
         ended = (await api.http.get(f"/api/v1/invitations/{wid}")).json()
         assert ended["status"] == "revoked"
+
+        # An address with / ? # % in it: the Location leads back to it, and so do the routes.
+        odd = f"o'neil/{uuid.uuid4().hex[:6]}?x#y%z@example.com"
+        r = await api.http.post("/api/v1/invitations", json={"email": odd})
+        assert r.status_code == 201, r.text
+        where = r.headers["location"]
+        assert where == "/api/v1/invitations/" + quote(invitation_id(api.acme, odd), safe="@")
+        await eventually(lambda: _registered_at(api, where), what="the odd one registered")
+        r = await api.http.post(f"{where}/revoke")
+        assert r.status_code == 200 and r.json()["email"] == odd
+        await api.temporal.get_workflow_handle(invitation_id(api.acme, odd)).result()
         await api.temporal.get_workflow_handle(wid).result()  # its mails sent before we stop
 
 
 async def _registered(api: Api, wid: str) -> dict[str, Any] | None:
-    r = await api.http.get(f"/api/v1/invitations/{wid}")
+    return await _registered_at(api, f"/api/v1/invitations/{wid}")
+
+
+async def _registered_at(api: Api, url: str) -> dict[str, Any] | None:
+    r = await api.http.get(url)
     assert r.status_code == 200, r.text
     return r.json() if r.json()["account_name"] else None  # type: ignore[no-any-return]
 
