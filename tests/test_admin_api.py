@@ -39,7 +39,7 @@ from config import ROOT, Settings
 from invitations.client import InvitationsClient
 from models.api_tables import ApiToken, IdempotencyRecord
 from models.ids import invitation_id
-from models.seed import create_org
+from models.seed import IndividualSpec, create_individual, create_org
 from models.tables import Invitation, Role, User
 from tests.conftest import free_port, new_worker
 from tests.workflow_helpers import eventually
@@ -195,6 +195,10 @@ async def test_invite_through_the_api_and_another_account_gets_404(
 ) -> None:
     email = unique("paula")
     wid = invitation_id(api.acme, email)
+    with Session(api.engine) as s:  # her own account still has a meeting room: error 1009
+        create_individual(s, settings.recordings_dir, IndividualSpec(
+            email=email, rooms=("Paula's Room",), meetings=0, chat=0, contacts=0))
+        s.commit()
     async with new_worker(api.temporal, settings, api.engine):
         r = await api.http.post("/api/v1/invitations", json={
             "email": email.upper(), "first_name": "Paula", "user_type": "licensed",
@@ -211,6 +215,12 @@ async def test_invite_through_the_api_and_another_account_gets_404(
         got = await eventually(lambda: _registered(api, wid), what="the registered progress")
         assert got["status"] == "pending" and got["invited_by"] == "admin@acme.test"
         assert got["email"] == email and got["blocking"] == [] and "categories" in got
+        # She tries to accept (as the link handler does): blocked, and the API says why.
+        outcome = await api.app.state.invitations.accept(wid)
+        assert outcome.outcome == "blocked"
+        got = (await api.http.get(f"/api/v1/invitations/{wid}")).json()
+        assert got["status"] == "blocked"
+        assert [(b["kind"], b["name"]) for b in got["blocking"]] == [("room", "Paula's Room")]
 
         # Another account's token: 404 on every route, and nothing changes.
         for method, path in (("GET", f"/api/v1/invitations/{wid}"),
