@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     admin_signin_link_minutes: int = Field(default=15, ge=1, le=1440)
     admin_session_hours: int = Field(default=12, ge=1, le=720)
     admin_signin_per_hour: int = Field(default=5, ge=1, le=100)
+    # How long the REST API keeps an Idempotency-Key's first answer (admin/idempotency.py).
+    api_idempotency_hours: int = Field(default=24, ge=1, le=720)
     # Files and database (issue #10). Every path left unset goes under data_dir.
     logs_dir: Path = paths_under(DEFAULT_DATA_DIR)["logs_dir"]
     # SQLite's wait for the write lock (another process holding it). At most the

@@ -9,6 +9,9 @@
     python starter.py seed-demo
     python starter.py domain add|verify|list|remove ...   (domains/cli.py)
     python starter.py webhook add|list|remove ...   (webhooks/cli.py)
+    python starter.py token create --account 1 --by owner@acme.test --name billing-sync
+    python starter.py token list --account 1 [--all]
+    python starter.py token revoke --account 1 --by owner@acme.test ID|PREFIX
 
 Every command takes --json (one JSON document on stdout; errors as {"error": {...}}).
 Exit codes: 0 done; 1 an error, nothing done (the message says why); 2 a usage error;
@@ -162,6 +165,45 @@ def cmd_seed_demo(settings: Settings, out: Output) -> int:
     return EXIT_OK
 
 
+def cmd_token(settings: Settings, args: argparse.Namespace, out: Output) -> int:
+    """API tokens (admin/tokens.py): the database only, no Temporal needed."""
+    from admin import tokens
+
+    engine = engine_from(settings)
+    init_db(engine)
+    try:
+        if args.token_command == "create":
+            made = tokens.create_token(engine, args.account, args.by, args.name)
+            out.show(dump(made), f"Created API token {made.prefix} ({made.name}) for account "
+                     f"{made.account_id}, acting as {made.created_by}. It is shown only "
+                     f"once; keep it secret:\n{made.token}")
+        elif args.token_command == "list":
+            rows = tokens.list_tokens(engine, args.account, include_revoked=args.all)
+            out.show({"account_id": args.account, "tokens": [dump(r) for r in rows]},
+                     token_table(args.account, rows) if rows
+                     else f"No API tokens for account {args.account}.")
+        else:
+            info = tokens.revoke_token(engine, args.account, args.by, args.token)
+            out.show(dump(info), f"API token {info.prefix} ({info.name}) is revoked since "
+                     f"{when(info.revoked_at)}; it no longer authenticates.")
+        return EXIT_OK
+    finally:
+        engine.dispose()
+
+
+def token_table(account_id: int, rows: list[Any]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"API tokens of account {account_id}")
+    for column in ("id", "prefix", "name", "created by", "created", "last used", "revoked"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(str(r.id), r.prefix, r.name, r.created_by, when(r.created_at),
+                      when(r.last_used_at) if r.last_used_at else "never",
+                      when(r.revoked_at) if r.revoked_at else "")
+    return table
+
+
 COMMANDS = {"invite": cmd_invite, "pending": cmd_pending, "status": cmd_status,
             "resend": cmd_resend, "revoke": cmd_revoke, "link": cmd_link}
 
@@ -212,6 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("seed-demo", parents=[common], help="create the demo data (idempotent)")
     add_domain_parser(sub, common)
     add_webhook_parser(sub, common)
+
+    token = sub.add_parser("token", parents=[common], help="API tokens of the REST API")
+    tsub = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    tcreate = tsub.add_parser("create", parents=[common], help="create one (printed once)")
+    tcreate.add_argument("--account", type=int, required=True)
+    tcreate.add_argument("--by", required=True, metavar="ADMIN_EMAIL",
+                         help="owner/admin the token acts as (the inviter it records)")
+    tcreate.add_argument("--name", required=True, help="what uses it, e.g. billing-sync")
+    tlist = tsub.add_parser("list", parents=[common], help="the account's tokens, no secrets")
+    tlist.add_argument("--account", type=int, required=True)
+    tlist.add_argument("--all", action="store_true", help="revoked tokens too")
+    trevoke = tsub.add_parser("revoke", parents=[common], help="revoke one for good")
+    trevoke.add_argument("--account", type=int, required=True)
+    trevoke.add_argument("--by", required=True, metavar="ADMIN_EMAIL")
+    trevoke.add_argument("token", metavar="ID|PREFIX")
     return parser
 
 
@@ -220,6 +277,8 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         return cmd_seed_demo(settings, out)
     if args.command == "domain" and args.domain_command in LOCAL_DOMAIN_COMMANDS:
         return await run_domain_command(args, settings, out)
+    if args.command == "token":
+        return cmd_token(settings, args, out)
     engine = engine_from(settings)
     init_db(engine)
     try:

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 
 import webhooks.routes
-from admin import console
+from admin import api, console
 from config import (
     Settings,
     connect_temporal,
@@ -68,4 +68,5 @@ def create_admin_app(
     # Routers (issue #15): console pages at /, the REST API at /api/v1.
     app.include_router(webhooks.routes.router, prefix="/api/v1")
     app.include_router(console.router)
+    app.include_router(api.router, prefix="/api/v1")
     return app
