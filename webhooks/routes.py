@@ -20,6 +20,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from admin.principal import Principal
+from admin.problems import ProblemRoute
+from admin.tokens import api_principal
 from invitations.errors import InvitationError, NotAnAdmin, UnknownAccount
 from webhooks import endpoints
 from webhooks.errors import (
@@ -31,19 +33,7 @@ from webhooks.errors import (
 )
 from webhooks.starting import ensure_delivery, wake
 
-# Bridges to the API helper's work (branch h-api: admin/tokens.py, admin/problems.py):
-# used as soon as they are merged; until then every request is refused with a 401.
-try:
-    from admin.problems import ProblemRoute
-    from admin.tokens import api_principal
-    router = APIRouter(tags=["webhooks"], route_class=ProblemRoute)
-except ImportError:
-    from fastapi import HTTPException
-
-    async def api_principal() -> Principal:
-        raise HTTPException(status_code=401, detail="API tokens are not available yet")
-
-    router = APIRouter(tags=["webhooks"])
+router = APIRouter(tags=["webhooks"], route_class=ProblemRoute)
 
 # Our codes' HTTP status (admin/problems.py's table does not know them).
 STATUS: dict[type[InvitationError], int] = {
