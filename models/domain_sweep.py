@@ -122,6 +122,7 @@ class FindPeople(BaseModel):
     account_id: int
     domain: str
     sweep_id: str
+    mode: SweepMode
     after_user_id: int
     limit: int
 
