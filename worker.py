@@ -46,6 +46,7 @@ def activity_methods(*objects: object) -> list[Callable[..., Any]]:
 
 
 def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., Any]]:
+    from activities.domain_sweep import DomainSweepActivities
     from activities.finalising import FinaliseActivities
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
@@ -56,6 +57,7 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
         TransferActivities(settings, engine),
         FinaliseActivities(settings, engine),
         MailActivities(settings, engine),
+        DomainSweepActivities(settings, engine),  # issue #14: domain sweeps
     )
 
 
@@ -85,6 +87,7 @@ def build_worker(
     client: Client, settings: Settings, engine: Engine, *, task_queue: str | None = None,
     activities: list[Callable[..., Any]] | None = None, **kwargs: Any,
 ) -> Worker:
+    from workflows.domain import DomainWorkflow
     from workflows.invitation import InvitationWorkflow
 
     max_concurrent_activities = kwargs.pop("max_concurrent_activities", 50)
@@ -97,7 +100,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[InvitationWorkflow],
+        workflows=[InvitationWorkflow, DomainWorkflow],
         activities=activities if activities is not None else build_activities(settings, engine),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_local_activities,

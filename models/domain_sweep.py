@@ -78,7 +78,6 @@ class SweepInput(BaseModel):
     page_size: int = Field(default=100, ge=1, le=1000)
     history_limit: int = Field(default=8000, ge=20)  # continue as new past this length
     tally_every: timedelta = timedelta(hours=1)  # how often the watching phase re-counts
-    search_attributes: bool = True  # set InvitationDomain & co. on the children
     carried: SweepCarried | None = None
 
 
