@@ -7,6 +7,9 @@
     python starter.py resend INVITATION [--expires-in-days N]
     python starter.py revoke INVITATION [--by EMAIL] [--reason TEXT]
     python starter.py seed-demo
+    python starter.py domain sweep --account 1 --by admin@acme.test acme.com --mode invite
+    python starter.py domain status|pause|resume|cancel --account 1 acme.com
+    python starter.py domain sign-in EMAIL | domain change-email OLD NEW
 
 Every command takes --json (one JSON document on stdout; errors as {"error": {...}}).
 Exit codes: 0 done; 1 an error, nothing done (the message says why); 2 a usage error;
@@ -205,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--by", metavar="ADMIN_EMAIL")
     revoke.add_argument("--reason")
     sub.add_parser("seed-demo", parents=[common], help="create the demo data (idempotent)")
+    domain = sub.add_parser("domain", help="claimed domains and their sweeps")
+    dsub = domain.add_subparsers(dest="domain_command", required=True, metavar="COMMAND")
+    from domains import sweep_cli  # issue #14
+
+    sweep_cli.add_commands(dsub, common)
     return parser
 
 
@@ -219,6 +227,12 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         except RuntimeError as exc:
             raise TemporalUnavailable(f"cannot reach Temporal at {settings.temporal_address}: "
                                       f"{exc}") from exc
+        if args.command == "domain":  # issue #14: sweeps
+            from domains import sweep_cli
+            from domains.sweep import SweepsClient
+
+            return await sweep_cli.COMMANDS[args.domain_command](
+                SweepsClient(temporal, settings, engine), args, out)
         client = InvitationsClient(temporal, settings, engine)
         return await COMMANDS[args.command](client, args, out)
     finally:
