@@ -21,7 +21,6 @@ from temporalio import workflow
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
@@ -216,7 +215,6 @@ class DomainWorkflow:
                 # leaves it running.
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 search_attributes=self._child_attributes(child),
                 static_summary=summary(child, self._account_name),
                 static_details=f"**Domain sweep:** {inp.domain} ({self._id}), "
