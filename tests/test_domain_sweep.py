@@ -381,7 +381,7 @@ async def test_consolidation_grace_then_email_change(
         assert s.get(JoinClaim, dan) is None
     p = await until(dev_env.client, world, lambda p: p.counts.email_changed == 1,
                     "the email change counted")
-    assert p.counts.ended == 1
+    assert (p.counts.open, p.counts.ended) == (2, 0)  # counted as an email change
 
     done = await dev_sweeps.cancel(world.org_id, world.domain, revoke_started=True)
     assert done.counts.open == 0
@@ -415,19 +415,19 @@ async def test_a_sign_in_retried_with_the_same_key_counts_once(
                                                (0, True)]
 
 
-# ------------------------------------------------------------ time-skipping: long sweeps
+# --------------------------------------------- long sweeps: continue-as-new, days passing
 
 
 @pytest.mark.sqlite_only
-async def test_continue_as_new_carries_cursor_and_counts(
-    ts_env: WorkflowEnvironment, engine: Engine, settings: Settings, smtp: Path,
+async def test_continue_as_new_carries_cursor_and_counts(  # the dev server: no days pass
+    dev_env: WorkflowEnvironment, engine: Engine, settings: Settings, smtp: Path,
 ) -> None:
     world = domain_world(engine, settings, **{f"p{i}": None for i in range(5)})
-    sweeps = SweepsClient(ts_env.client, settings, engine, search_attributes=False)
-    async with new_worker(ts_env.client, settings, engine):
+    sweeps = SweepsClient(dev_env.client, settings, engine)
+    async with new_worker(dev_env.client, settings, engine):
         wid = await sweeps.start(world.org_id, ADMIN, world.domain, mode="notify",
                                  page_size=1, history_limit=20)
-        handle = ts_env.client.get_workflow_handle(wid, result_type=SweepResult)
+        handle = dev_env.client.get_workflow_handle(wid, result_type=SweepResult)
         result = await asyncio.wait_for(handle.result(), 60)
     assert result.status == SweepStatus.COMPLETED
     assert result.progress.runs >= 3  # each run handled a page or two
@@ -438,24 +438,26 @@ async def test_continue_as_new_carries_cursor_and_counts(
 
 @pytest.mark.sqlite_only
 async def test_invite_sweep_watches_until_every_invitation_ended(
-    ts_env: WorkflowEnvironment, engine: Engine, settings: Settings, smtp: Path,
+    dev_sweeps: SweepsClient, dev_env: WorkflowEnvironment, engine: Engine,
+    settings: Settings,
 ) -> None:
-    """Nobody answers: the invitations expire after their day, the sweep's count sees every
-    one of them ended and the sweep completes by itself."""
+    """One declines, one is revoked: the sweep's count sees every invitation ended and the
+    sweep completes by itself."""
     world = domain_world(engine, settings, hal=None, ida=None)
-    sweeps = SweepsClient(ts_env.client, settings, engine, search_attributes=False)
-    async with new_worker(ts_env.client, settings, engine):
-        wid = await sweeps.start(world.org_id, ADMIN, world.domain, mode="invite",
-                                 expires_in_days=1, tally_every=timedelta(hours=6))
-        handle = ts_env.client.get_workflow_handle(wid, result_type=SweepResult)
-        await ts_env.sleep(timedelta(days=2))  # past the expiry, and a few counts
-        result = await asyncio.wait_for(handle.result(), 60)
+    invitations = InvitationsClient(dev_env.client, settings, engine)
+    wid = await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="invite",
+                                 tally_every=timedelta(seconds=1))
+    await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING, "fan-out")
+    await invitations.decline(world.wid("hal"))
+    await invitations.revoke(world.wid("ida"), reason="changed our mind")
+    handle = dev_env.client.get_workflow_handle(wid, result_type=SweepResult)
+    result = await asyncio.wait_for(handle.result(), 30)
     assert result.status == SweepStatus.COMPLETED
     c = result.progress.counts
     assert (c.invited, c.open, c.ended) == (2, 0, 2)
-    for key in world.people:
-        assert status_of(engine, world.wid(key)) == S.EXPIRED.value
-    await save_history(handle, "invite_watched_until_expired")
+    assert (status_of(engine, world.wid("hal")), status_of(engine, world.wid("ida"))) == (
+        S.DECLINED.value, S.REVOKED.value)
+    await save_history(handle, "invite_watched_until_all_ended")
 
 
 @pytest.mark.sqlite_only
