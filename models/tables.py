@@ -301,5 +301,5 @@ class TransferState(SQLModel, table=True):
 
 
 # Tables kept by other packages, registered on the same metadata (init_db, migrations/).
-from domains import tables as _domain_tables  # noqa: E402,F401
 from domains import sweep_tables as _sweep_tables  # noqa: E402,F401  (issue #14: sweeps)
+from domains import tables as _domain_tables  # noqa: E402,F401
