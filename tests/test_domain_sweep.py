@@ -475,3 +475,38 @@ async def test_the_workflow_itself_refuses_an_unverified_domain(
     assert result.progress.reason == (f"{world.domain} is not a verified domain of account "
                                       f"{world.org_id}: verify it first")
     assert count_people(engine) == 0
+
+
+# ---------------------------------------------------------------------- the command line
+
+
+@pytest.mark.sqlite_only
+async def test_starter_domain_commands(
+    dev_sweeps: SweepsClient, dev_env: WorkflowEnvironment, engine: Engine,
+    settings: Settings,
+) -> None:
+    from tests.test_starter import Starter
+
+    run = Starter(settings, dev_env.client.service_client.config.target_host)
+    world = domain_world(engine, settings, kim=None)
+    which = ["--account", str(world.org_id), world.domain]
+    started = await run("domain", "sweep", *which, "--by", ADMIN, "--mode", "consolidate",
+                        "--grace", "1", "--json")
+    assert started.code == 0, started.err
+    assert started.json["sweep_id"] == sweep_id(world.org_id, world.domain)
+    await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING, "fan-out")
+    status = await run("domain", "status", *which, "--json")
+    assert status.code == 0, status.err
+    assert (status.json["status"], status.json["counts"]["invited"]) == ("watching", 1)
+    signed = await run("--json", "domain", "sign-in", world.people["kim"])
+    assert signed.code == 0, signed.err
+    assert (signed.json["grace_left"], signed.json["must_choose"]) == (0, True)
+    refused = await run("domain", "change-email", world.people["kim"],
+                        f"kimberly@{world.domain}", "--json")
+    assert refused.code == 1
+    assert refused.json["error"]["code"] == "still_on_domain"
+    assert refused.json["error"]["field"] == "new_email"
+    cancelled = await run("domain", "cancel", *which, "--revoke-started")
+    assert cancelled.code == 0, cancelled.err
+    assert "Cancelled." in cancelled.out and "cancelled" in cancelled.out
+    assert status_of(engine, world.wid("kim")) == S.REVOKED.value
