@@ -242,7 +242,9 @@ class DomainSweepActivities:
         with self.engine.connect() as conn:
             row = conn.execute(
                 select(
-                    func.count().filter(status.in_(OPEN_VALUES + MOVING_VALUES)),
+                    # No row yet: the invitation was started but has not registered.
+                    func.count().filter(or_(status.in_(OPEN_VALUES + MOVING_VALUES),
+                                            status.is_(None))),
                     func.count().filter(status == S.BLOCKED.value),
                     func.count().filter(status == S.COMPLETED.value),
                     func.count().filter(status == S.FAILED.value),
@@ -252,7 +254,7 @@ class DomainSweepActivities:
                     func.count().filter(and_(status.in_(OPEN_VALUES),
                                              PEOPLE.c.sign_ins >= req.grace_sign_ins,
                                              PEOPLE.c.mode == "consolidate")),
-                ).select_from(PEOPLE.join(INV, INV.c.id == PEOPLE.c.invitation_id))
+                ).select_from(PEOPLE.outerjoin(INV, INV.c.id == PEOPLE.c.invitation_id))
                 .where(PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,
                        PEOPLE.c.state == PersonState.INVITED.value)).one()
             changed = conn.execute(select(func.count()).select_from(PEOPLE).where(

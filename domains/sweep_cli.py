@@ -115,7 +115,7 @@ def add_commands(dsub: Any, common: argparse.ArgumentParser) -> None:
     sw.add_argument("--window", type=positive, default=50, help="invitation starts in flight")
     sw.add_argument("--page-size", type=positive, default=100, help="people per page")
     sw.add_argument("--history-limit", type=positive, metavar="EVENTS",
-                    help="continue as new past this history length (8000)")
+                    help="continue as new past this history length (2000)")
     sw.add_argument("--tally-every", type=positive, metavar="SECONDS",
                     help="how often the invitations are re-counted (3600)")
     which(dsub.add_parser("status", parents=[common], help="a sweep's progress"))

@@ -76,8 +76,9 @@ class SweepInput(BaseModel):
     expires_in_days: int = Field(default=30, ge=1, le=365)
     window: int = Field(default=50, ge=1, le=1000)  # children starts in flight
     page_size: int = Field(default=100, ge=1, le=1000)
-    history_limit: int = Field(default=8000, ge=20)  # continue as new past this length
+    history_limit: int = Field(default=2000, ge=20)  # continue as new past this length
     tally_every: timedelta = timedelta(hours=1)  # how often the watching phase re-counts
+    child_task_queue: str | None = None  # the invitations' queue (default: the sweep's)
     carried: SweepCarried | None = None
 
 

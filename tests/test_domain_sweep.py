@@ -48,6 +48,7 @@ from models.domain_sweep import (
     SweepProgress,
     SweepResult,
     SweepStatus,
+    Tally,
 )
 from models.ids import invitation_id
 from models.payloads import AcceptRequest, InvitationStatus, RefundDestination
@@ -389,7 +390,7 @@ async def test_consolidation_grace_then_email_change(
 
 
 @pytest.mark.sqlite_only
-async def test_a_sign_in_retried_with_the_same_key_counts_once(
+async def test_a_sign_in_retried_with_the_same_key_counts_once_and_tally_waits_for_rows(
     engine: Engine, settings: Settings,
 ) -> None:
     world = domain_world(engine, settings, gus=None)
@@ -398,10 +399,14 @@ async def test_a_sign_in_retried_with_the_same_key_counts_once(
     await env.run(acts.find_people, FindPeople(
         account_id=world.org_id, domain=world.domain, sweep_id="s", mode=SweepMode.CONSOLIDATE,
         after_user_id=0, limit=10))
-    with write_session(engine) as s:  # as if its invitation were open
+    with write_session(engine) as s:  # invited; the invitation has not registered yet
         row = s.exec(select(DomainSweepPerson)).one()
         row.state, row.invitation_id = "invited", world.wid("gus")
         s.add(row)
+        s.commit()
+    tally = Tally(account_id=world.org_id, domain=world.domain, grace_sign_ins=3)
+    assert (await env.run(acts.tally, tally)).open == 1  # still open: the sweep watches on
+    with write_session(engine) as s:
         s.add(Invitation(id=world.wid("gus"), account_id=world.org_id, invited_by_user_id=1,
                          email=world.people["gus"], expires_at=datetime.now(UTC)))
         s.commit()

@@ -210,7 +210,8 @@ class DomainWorkflow:
             message=inp.message, expires_in_days=inp.expires_in_days)
         try:
             await workflow.start_child_workflow(
-                InvitationWorkflow.run, child, id=wid, task_queue=workflow.info().task_queue,
+                InvitationWorkflow.run, child, id=wid,
+                task_queue=inp.child_task_queue or workflow.info().task_queue,
                 # The invitation outlives the sweep: cancelling or continuing the sweep
                 # leaves it running.
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
