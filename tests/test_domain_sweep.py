@@ -292,7 +292,7 @@ async def test_invite_sweep_brings_everyone_to_the_right_state(
     await invitations.revoke(world.wid("early"))
 
 
-async def test_pause_resume_then_cancel_leaves_started_invitations_open(
+async def test_pause_worker_restart_resume_then_cancel_leaves_invitations_open(
     dev_env: WorkflowEnvironment, engine: Engine, settings: Settings, smtp: Path,
 ) -> None:
     world = domain_world(engine, settings, a=None, b=None, c=None, d=None)
@@ -310,9 +310,9 @@ async def test_pause_resume_then_cancel_leaves_started_invitations_open(
         return page
 
     sweeps = SweepsClient(dev_env.client, settings, engine)
-    async with new_worker(dev_env.client, settings, engine,
-                          activities=activities_with(settings, engine, gated)):
-        try:
+    try:
+        async with new_worker(dev_env.client, settings, engine,
+                              activities=activities_with(settings, engine, gated)):
             wid = await sweeps.start(world.org_id, ADMIN, world.domain, mode="invite",
                                      page_size=2, window=1)
             await asyncio.wait_for(entered.wait(), 30)  # page one done, page two being read
@@ -325,6 +325,8 @@ async def test_pause_resume_then_cancel_leaves_started_invitations_open(
             # Page two arrived (found 4) and its starts are held by the pause.
             p = await until(dev_env.client, world, lambda p: p.counts.found == 4, "page two")
             assert p.counts.invited == 2 and p.status == SweepStatus.PAUSED
+        # That worker is gone; a new one (no cache: it replays the history) takes over.
+        async with new_worker(dev_env.client, settings, engine):
             await sweeps.resume(world.org_id, world.domain)
             await until(dev_env.client, world, lambda p: p.counts.invited == 4, "resumed")
             with pytest.raises(SweepAlreadyRunning):
@@ -332,13 +334,14 @@ async def test_pause_resume_then_cancel_leaves_started_invitations_open(
             done = await sweeps.cancel(world.org_id, world.domain)
             assert done.status == SweepStatus.CANCELLED
             assert "left open" in (done.reason or "")
+            assert (done.counts.invited, done.counts.skipped) == (4, 0)  # nobody twice
             for key in world.people:  # started invitations go on
                 assert status_of(engine, world.wid(key)) == S.PENDING.value
             status = await sweeps.status(world.org_id, world.domain)
             assert status.status == SweepStatus.CANCELLED
             await save_history(dev_env.client.get_workflow_handle(wid), "paused_resumed_cancelled")
-        finally:
-            await _end_leftovers(dev_env.client, engine)
+    finally:
+        await _end_leftovers(dev_env.client, engine)
 
 
 # ------------------------------------------------------------------- consolidation grace
