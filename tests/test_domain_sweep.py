@@ -53,7 +53,7 @@ from models.domain_sweep import (
 from models.ids import invitation_id
 from models.payloads import AcceptRequest, InvitationStatus, RefundDestination
 from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Invitation, JoinClaim, SentEmail, User
+from models.tables import AuditEvent, Invitation, JoinClaim, SentEmail, User
 from tests.conftest import new_worker
 from tests.workflow_helpers import (
     ADMIN,
@@ -352,7 +352,10 @@ async def test_consolidation_grace_then_email_change(
     dev_sweeps: SweepsClient, dev_env: WorkflowEnvironment, engine: Engine,
     settings: Settings,
 ) -> None:
-    world = domain_world(engine, settings, cara=None, dan=None, eve=None)
+    now = datetime.now(UTC)
+    world = domain_world(engine, settings, cara=None, eve=None, dan=IndividualSpec(
+        email="", price_minor=900, period_start=now - timedelta(days=5),
+        period_end=now + timedelta(days=25)))
     wid = await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="consolidate",
                                  grace_sign_ins=2)
     await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING, "fan-out")
@@ -374,6 +377,11 @@ async def test_consolidation_grace_then_email_change(
     with pytest.raises(EmailInUse):
         await dev_sweeps.change_email(dan, "owner@acme.test")
     assert status_of(engine, world.wid("dan")) == S.PENDING.value
+    # Dan accepted (his claim is taken) and has not chosen where his refund goes yet.
+    invitations = InvitationsClient(dev_env.client, settings, engine)
+    assert (await invitations.accept(world.wid("dan"))).outcome == "refund_choice_needed"
+    with Session(engine) as s:
+        assert s.get(JoinClaim, dan) is not None
     changed = await dev_sweeps.change_email(dan, new)
     assert changed["revoked"] == [world.wid("dan")]
     assert status_of(engine, world.wid("dan")) == S.REVOKED.value
@@ -382,7 +390,10 @@ async def test_consolidation_grace_then_email_change(
     assert row.reason == f"changed their email to {new}, off {world.domain}"
     with Session(engine) as s:
         assert s.exec(select(User).where(User.email == new)).one()
-        assert s.get(JoinClaim, dan) is None
+        assert s.get(JoinClaim, dan) is None  # released
+        revoked = s.exec(select(AuditEvent).where(AuditEvent.invitation_id == world.wid("dan"),
+                                                  AuditEvent.kind == "revoked")).one()
+        assert revoked.detail["reason"] == row.reason
     p = await until(dev_env.client, world, lambda p: p.counts.email_changed == 1,
                     "the email change counted")
     assert (p.counts.open, p.counts.ended) == (2, 0)  # counted as an email change
