@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 from temporalio.api.enums.v1 import WorkflowExecutionStatus
@@ -114,9 +115,10 @@ class SweepsClient:
         try:
             inp = SweepInput(account_id=account_id, domain=name, started_by=inviter.email,
                              mode=mode, **options)
-        except ValueError as exc:
-            first = exc.errors()[0] if hasattr(exc, "errors") else {"msg": str(exc), "loc": ()}
-            raise InvalidRow(first["msg"], field=".".join(map(str, first["loc"]))) from exc
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InvalidRow(f"{first['loc'][0]}: {first['msg']}",
+                             field=".".join(map(str, first["loc"]))) from exc
         wid = sweep_id(account_id, name)
         attrs = TypedSearchAttributes([
             SearchAttributePair(sa.ACCOUNT_ID, str(account_id)),
@@ -214,10 +216,11 @@ class SweepsClient:
         invitations = InvitationsClient(self.temporal, self.settings, self.engine)
         revoked: list[str] = []
         for row in rows:
-            if row.invitation_id and await asyncio.to_thread(self._open, row.invitation_id):
+            invitation = row.invitation_id
+            if invitation is not None and await asyncio.to_thread(self._open, invitation):
                 try:
-                    await invitations.revoke(row.invitation_id, by=by, reason=reason)
-                    revoked.append(row.invitation_id)
+                    await invitations.revoke(invitation, by=by, reason=reason)
+                    revoked.append(invitation)
                 except (InvitationClosed, InvitationNotFound):
                     pass  # ended meanwhile: nothing to end
         await asyncio.to_thread(change_email_rows, self.engine, old, new, reason)

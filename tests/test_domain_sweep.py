@@ -32,6 +32,7 @@ from invitations.errors import (
     DomainNotVerified,
     EmailInUse,
     InvalidDomain,
+    InvalidRow,
     NotAnAdmin,
     StillOnDomain,
     SweepAlreadyRunning,
@@ -199,6 +200,12 @@ async def test_a_sweep_needs_a_verified_domain_and_an_admin(
         s.commit()
     with pytest.raises(NotAnAdmin):
         await dev_sweeps.start(world.org_id, world.people["ann"], world.domain)
+    with pytest.raises(InvalidRow) as grace_left:
+        await dev_sweeps.start(world.org_id, ADMIN, world.domain, grace_sign_ins=-1)
+    assert grace_left.value.field == "grace_sign_ins"
+    with pytest.raises(InvalidRow) as mode:
+        await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="everyone")
+    assert mode.value.field == "mode"
     assert count_people(engine) == 0  # nothing started, nothing recorded
 
 
@@ -441,7 +448,7 @@ async def test_a_sign_in_retried_with_the_same_key_counts_once_and_tally_waits_f
 async def test_continue_as_new_carries_cursor_and_counts(  # the dev server: no days pass
     dev_env: WorkflowEnvironment, engine: Engine, settings: Settings, smtp: Path,
 ) -> None:
-    world = domain_world(engine, settings, **{f"p{i}": None for i in range(5)})
+    world = domain_world(engine, settings, **{f"p{i}": None for i in range(5)})  # type: ignore[arg-type]
     sweeps = SweepsClient(dev_env.client, settings, engine)
     async with new_worker(dev_env.client, settings, engine):
         wid = await sweeps.start(world.org_id, ADMIN, world.domain, mode="notify",
