@@ -139,6 +139,7 @@ class DomainWorkflow:
                 return
             if self._history_is_long():
                 await self._continue_as_new()
+                return  # cancelled meanwhile
             page = await workflow.execute_activity_method(
                 DomainSweepActivities.find_people,
                 FindPeople(account_id=inp.account_id, domain=inp.domain, sweep_id=self._id,
@@ -290,7 +291,12 @@ class DomainWorkflow:
                 or info.is_continue_as_new_suggested())
 
     async def _continue_as_new(self) -> None:
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        """Continue as new once the handlers finished; a cancel meanwhile wins (its handler
+        waits for the end of this run, so it would never finish)."""
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() or self._cancel is not None)
+        if self._cancel is not None:
+            return
         carried = SweepCarried(cursor=self._cursor, counts=self._counts, status=self._status,
                                paused=self._paused, account_name=self._account_name,
                                runs=self._runs + 1)
