@@ -219,6 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     if args.command == "seed-demo":
         return cmd_seed_demo(settings, out)
+    if args.command == "domain" and args.domain_command == "seed-demo":  # issue #14
+        from domains import sweep_cli
+
+        return sweep_cli.seed_demo(settings, out)
     engine = engine_from(settings)
     init_db(engine)
     try:

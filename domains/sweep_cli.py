@@ -137,3 +137,22 @@ def add_commands(dsub: Any, common: argparse.ArgumentParser) -> None:
     ce.add_argument("old", metavar="OLD_EMAIL")
     ce.add_argument("new", metavar="NEW_EMAIL")
     ce.add_argument("--by", metavar="ADMIN_EMAIL")
+    dsub.add_parser("seed-demo", parents=[common],
+                    help="demo: Acme's verified acme-people.test and three people on it")
+
+
+def seed_demo(settings: Any, out: Any) -> int:
+    from domains.sweep_demo import seed_domain_demo
+    from models.db import engine_from, init_db
+
+    engine = engine_from(settings)
+    init_db(engine)
+    seeded = seed_domain_demo(engine, settings.recordings_dir)
+    lines = [f"{'Created' if seeded['created'] else 'Found'} {seeded['domain']}, verified by "
+             f"Acme (account {seeded['account_id']}); individual accounts on it:"]
+    lines += [f"  {kind:<11} {email}" for kind, email in seeded["people"].items()]
+    lines.append(f"Sweep it: starter.py domain sweep --account {seeded['account_id']} --by "
+                 f"admin@acme.test {seeded['domain']} --mode invite")
+    out.show(seeded, "\n".join(lines))
+    engine.dispose()
+    return 0

@@ -536,3 +536,20 @@ async def test_starter_domain_commands(
     assert cancelled.code == 0, cancelled.err
     assert "Cancelled." in cancelled.out and "cancelled" in cancelled.out
     assert status_of(engine, world.wid("kim")) == S.REVOKED.value
+
+
+@pytest.mark.sqlite_only
+def test_demo_domain_seed_is_idempotent_and_found_by_the_sweep(
+    engine: Engine, settings: Settings,
+) -> None:
+    from domains.sweep_demo import DEMO_DOMAIN, DEMO_PEOPLE, seed_domain_demo
+
+    first = seed_domain_demo(engine, settings.recordings_dir)
+    second = seed_domain_demo(engine, settings.recordings_dir)
+    assert (first["created"], second["created"]) == (True, False)
+    page = DomainSweepActivities(settings, engine)._find(FindPeople(
+        account_id=first["account_id"], domain=DEMO_DOMAIN, sweep_id="s",
+        mode=SweepMode.INVITE, after_user_id=0, limit=10))
+    # The owners of the three individual accounts; not the other user of Otto's account.
+    assert sorted(p.email for p in page.people) == sorted(DEMO_PEOPLE.values())
+    assert page.last
