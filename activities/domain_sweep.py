@@ -12,16 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from email.charset import QP, Charset
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.utils import format_datetime
+from email.utils import format_datetime, formataddr, parseaddr
 
 import aiosmtplib
 from sqlalchemy import Engine, Table, and_, func, or_, select, update
 from sqlmodel import Session
 from temporalio import activity
 
-from activities.mail import _UTF8_QP, SENT, _sender, message_id
+from activities.mail import SENT, message_id
 from config import Settings
 from domains.claims import verified_domain
 from domains.sweep_tables import DomainSweepPerson
@@ -63,6 +64,8 @@ S = InvitationStatus
 OPEN_VALUES = (S.PENDING.value, S.BLOCKED.value, S.AWAITING_REFUND_CHOICE.value)
 MOVING_VALUES = (S.ACCEPTED.value, S.TRANSFERRING.value, S.NEEDS_ATTENTION.value)
 NOTICE_KIND = "domain_notice"
+_UTF8_QP = Charset("utf-8")  # readable, 7-bit clean bodies, as activities.mail's
+_UTF8_QP.body_encoding = QP
 
 
 def notice_key(account_id: int, domain: str, email: str) -> str:
@@ -160,8 +163,8 @@ class DomainSweepActivities:
                                                port=self.settings.smtp_port, timeout=10)
                         await smtp.connect()
                     subject, data = self._notice(req, person, key)
-                    await smtp.sendmail(_sender(self.settings.mail_from)[1], [person.email],
-                                        data)
+                    await smtp.sendmail(parseaddr(self.settings.mail_from)[1],
+                                        [person.email], data)
                     await asyncio.to_thread(self._record_sent, key, person.email, subject)
                     marked.done += 1
                 activity.heartbeat(person.email)
@@ -183,7 +186,7 @@ class DomainSweepActivities:
         subject = " ".join(str(getattr(module, "subject", "")).split())
         html = self.templates.get_template(f"email/{NOTICE_KIND}.html").render(ctx)
         msg = MIMEMultipart("alternative")
-        msg["From"] = _sender(self.settings.mail_from)[0]
+        msg["From"] = formataddr(parseaddr(self.settings.mail_from), charset="utf-8")
         msg["To"] = person.email
         msg["Subject"] = subject
         msg["Date"] = format_datetime(datetime.now(UTC))
