@@ -84,6 +84,19 @@ class Settings(BaseSettings):
     payload_keys: SecretStr = SecretStr("")
     codec_auth_token: SecretStr = SecretStr("")  # Bearer token the codec endpoint requires
     codec_cors_origins: str = ""  # comma-separated origins, e.g. the Web UI's
+    # Associated domains and SSO (issue #14, domains/). The resolver TXT records are read
+    # from ("host" or "host:port"; empty: the system's), and how often verified domains are
+    # re-checked (the worker's Temporal schedule, workflows/domain_check.py).
+    dns_resolver: str = ""
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    domain_recheck_interval_seconds: int = Field(default=3600, ge=60)
+    # The company IdP (OIDC ID tokens, RS256/ES256): its public key as PEM text or a path to
+    # a PEM file; the `iss` and `aud` its tokens must carry. Unset key: SSO is off.
+    sso_idp_public_key: str = ""
+    sso_issuer: str = ""
+    sso_audience: str = ""
+    sso_inviter: str = ""  # who invites SSO users with an individual account (default: owner)
+    sso_nonce_ttl_seconds: int = Field(default=600, ge=30, le=3600)
 
 
 DEV_LINK_SECRET = "dev-only-change-me"

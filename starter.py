@@ -7,9 +7,10 @@
     python starter.py resend INVITATION [--expires-in-days N]
     python starter.py revoke INVITATION [--by EMAIL] [--reason TEXT]
     python starter.py seed-demo
+    python starter.py domain add|verify|list|remove ...   (domains/cli.py)
     python starter.py domain sweep --account 1 --by admin@acme.test acme.com --mode invite
     python starter.py domain status|pause|resume|cancel --account 1 acme.com
-    python starter.py domain sign-in EMAIL | domain change-email OLD NEW
+    python starter.py domain sign-in EMAIL | domain change-email OLD NEW   (domains/sweep_cli.py)
 
 Every command takes --json (one JSON document on stdout; errors as {"error": {...}}).
 Exit codes: 0 done; 1 an error, nothing done (the message says why); 2 a usage error;
@@ -30,6 +31,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config import Settings, connect_temporal, get_settings
+from domains.cli import LOCAL_COMMANDS as LOCAL_DOMAIN_COMMANDS
+from domains.cli import add_domain_parser, run_domain_command
 from invitations import InvitationsClient
 from invitations.csvimport import read_invite_csv
 from invitations.errors import InvitationError, TemporalUnavailable
@@ -208,17 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--by", metavar="ADMIN_EMAIL")
     revoke.add_argument("--reason")
     sub.add_parser("seed-demo", parents=[common], help="create the demo data (idempotent)")
-    domain = sub.add_parser("domain", help="claimed domains and their sweeps")
-    dsub = domain.add_subparsers(dest="domain_command", required=True, metavar="COMMAND")
-    from domains import sweep_cli  # issue #14
+    from domains import sweep_cli  # issue #14: the sweep's subcommands in the same group
 
-    sweep_cli.add_commands(dsub, common)
+    sweep_cli.add_commands(add_domain_parser(sub, common), common)
     return parser
 
 
 async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
     if args.command == "seed-demo":
         return cmd_seed_demo(settings, out)
+    if args.command == "domain" and args.domain_command in LOCAL_DOMAIN_COMMANDS:
+        return await run_domain_command(args, settings, out)
     if args.command == "domain" and args.domain_command == "seed-demo":  # issue #14
         from domains import sweep_cli
 

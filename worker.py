@@ -51,9 +51,11 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
     from activities.transfers import TransferActivities
+    from domains.activities import DomainActivities
 
     return activity_methods(
         PlatformActivities(settings, engine),
+        DomainActivities(settings, engine),
         TransferActivities(settings, engine),
         FinaliseActivities(settings, engine),
         MailActivities(settings, engine),
@@ -88,6 +90,7 @@ def build_worker(
     activities: list[Callable[..., Any]] | None = None, **kwargs: Any,
 ) -> Worker:
     from workflows.domain import DomainWorkflow
+    from workflows.domain_check import DomainCheckWorkflow
     from workflows.invitation import InvitationWorkflow
 
     max_concurrent_activities = kwargs.pop("max_concurrent_activities", 50)
@@ -100,7 +103,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[InvitationWorkflow, DomainWorkflow],
+        workflows=[InvitationWorkflow, DomainCheckWorkflow, DomainWorkflow],
         activities=activities if activities is not None else build_activities(settings, engine),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_local_activities,
@@ -130,6 +133,9 @@ async def main() -> None:
     runtime = make_runtime(settings)
     client = await connect_temporal(settings, runtime=runtime)
     worker = build_worker(client, settings, engine)
+    from domains.schedule import ensure_domain_check_schedule
+
+    await ensure_domain_check_schedule(client, settings)  # idempotent: every start
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

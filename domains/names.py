@@ -39,14 +39,18 @@ def normalise_domain(raw: str) -> str:
     if "@" in name or "/" in name or ":" in name or " " in name:
         raise DomainNameError(
             f"domain: {raw!r} is not a domain name (give the bare name, e.g. acme.com)")
-    try:
-        name = name.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise DomainNameError(f"domain: {raw!r} is not a valid international name ({exc})") \
-            from None
     labels = name.split(".")
     if len(labels) < 2:
         raise DomainNameError(f"domain: {raw!r} has no top-level domain (e.g. acme.com)")
+    if any(not label for label in labels):
+        raise DomainNameError(f"domain: {raw!r} has an empty label (two dots in a row?)")
+    try:
+        labels = [label.encode("idna").decode("ascii") if not label.isascii() else label
+                  for label in labels]
+    except UnicodeError as exc:
+        raise DomainNameError(f"domain: {raw!r} is not a valid international name ({exc})") \
+            from None
+    name = ".".join(labels)
     if len(name) > 253:
         raise DomainNameError(f"domain: {raw!r} is longer than 253 characters")
     bad = [label for label in labels if not _LABEL.match(label)]

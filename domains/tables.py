@@ -1,4 +1,5 @@
-"""The claimed-domain table: an account's claim on a DNS name and its verification state.
+"""The claimed-domain table (an account's claim on a DNS name and its verification state),
+and the SSO logins' single-use nonces.
 
     pending_verification --(TXT record found)--> verified --(re-check misses it)--> lost
     lost --(TXT record found again)--> verified
@@ -52,3 +53,18 @@ class ClaimedDomain(SQLModel, table=True):
     verified_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     checked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     lost_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class SsoLogin(SQLModel, table=True):
+    """One SSO login started at `POST /sso/{account_id}/start`: the nonce the IdP must put
+    in its ID token. Used once: the login that presents it sets `used_at` by a conditional
+    UPDATE, so a replayed token (same nonce) finds it used and is refused."""
+
+    __tablename__ = "sso_login"
+
+    nonce: str = Field(primary_key=True)
+    account_id: int = Field(foreign_key="account.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    email: str | None = None  # who logged in with it

@@ -30,6 +30,7 @@ from config import (
     require_production_secrets,
     secrets_to_mask,
 )
+from domains.sso_routes import router as sso_router
 from linkhandler.codec import codec_app
 from linkhandler.contract import LinkAnswer, answer, responses
 from linkhandler.handler import Handler, HandlerDep
@@ -179,5 +180,6 @@ def create_app(
     if codec is not None:
         app.mount("/codec", codec)
     app.include_router(router)
+    app.include_router(sso_router)  # POST /sso/{account}/start|login (domains/sso_routes.py)
     pages.install_error_pages(app, BadLinkLimiter())
     return app
