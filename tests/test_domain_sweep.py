@@ -493,10 +493,12 @@ async def test_the_workflow_itself_refuses_an_unverified_domain(
     """Started without the client's checks (or after the claim was lost)."""
     world = domain_world(engine, settings, verified=False, jo=None)
     async with new_worker(ts_env.client, settings, engine):
-        result = await ts_env.client.execute_workflow(
+        handle = await ts_env.client.start_workflow(
             DomainWorkflow.run, SweepInput(account_id=world.org_id, domain=world.domain,
                                            started_by=ADMIN, mode=SweepMode.INVITE),
             id=sweep_id(world.org_id, world.domain), task_queue=settings.task_queue)
+        result = await handle.result()
+        await save_history(handle, "refused_unverified")
     assert result.status == SweepStatus.REFUSED
     assert result.progress.reason == (f"{world.domain} is not a verified domain of account "
                                       f"{world.org_id}: verify it first")

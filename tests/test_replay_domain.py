@@ -22,7 +22,7 @@ HISTORIES = sorted(ROOT.glob("*.json"))
 EXPECTED = {
     "notify_completed", "notify_continued_as_new", "invite_then_cancel_revoking",
     "invite_watched_until_all_ended", "paused_resumed_cancelled",
-    "consolidate_grace_email_changed",
+    "consolidate_grace_email_changed", "refused_unverified",
 }
 
 
