@@ -12,6 +12,9 @@
     python starter.py token create --account 1 --by owner@acme.test --name billing-sync
     python starter.py token list --account 1 [--all]
     python starter.py token revoke --account 1 --by owner@acme.test ID|PREFIX
+    python starter.py domain sweep --account 1 --by admin@acme.test acme.com --mode invite
+    python starter.py domain status|pause|resume|cancel --account 1 acme.com
+    python starter.py domain sign-in EMAIL | domain change-email OLD NEW   (domains/sweep_cli.py)
 
 Every command takes --json (one JSON document on stdout; errors as {"error": {...}}).
 Exit codes: 0 done; 1 an error, nothing done (the message says why); 2 a usage error;
@@ -252,7 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--by", metavar="ADMIN_EMAIL")
     revoke.add_argument("--reason")
     sub.add_parser("seed-demo", parents=[common], help="create the demo data (idempotent)")
-    add_domain_parser(sub, common)
     add_webhook_parser(sub, common)
 
     token = sub.add_parser("token", parents=[common], help="API tokens of the REST API")
@@ -269,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     trevoke.add_argument("--account", type=int, required=True)
     trevoke.add_argument("--by", required=True, metavar="ADMIN_EMAIL")
     trevoke.add_argument("token", metavar="ID|PREFIX")
+    from domains import sweep_cli  # issue #14: the sweep's subcommands in the same group
+
+    sweep_cli.add_commands(add_domain_parser(sub, common), common)
     return parser
 
 
@@ -279,6 +284,10 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
         return await run_domain_command(args, settings, out)
     if args.command == "token":
         return cmd_token(settings, args, out)
+    if args.command == "domain" and args.domain_command == "seed-demo":  # issue #14
+        from domains import sweep_cli
+
+        return sweep_cli.seed_demo(settings, out)
     engine = engine_from(settings)
     init_db(engine)
     try:
@@ -291,6 +300,12 @@ async def run(args: argparse.Namespace, settings: Settings, out: Output) -> int:
                                       f"{exc}") from exc
         if args.command == "webhook":
             return await run_webhook_command(args, settings, engine, temporal, out)
+        if args.command == "domain":  # issue #14: sweeps
+            from domains import sweep_cli
+            from domains.sweep import SweepsClient
+
+            return await sweep_cli.COMMANDS[args.domain_command](
+                SweepsClient(temporal, settings, engine), args, out)
         client = InvitationsClient(temporal, settings, engine)
         return await COMMANDS[args.command](client, args, out)
     finally:

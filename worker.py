@@ -46,6 +46,7 @@ def activity_methods(*objects: object) -> list[Callable[..., Any]]:
 
 
 def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., Any]]:
+    from activities.domain_sweep import DomainSweepActivities
     from activities.finalising import FinaliseActivities
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
@@ -60,6 +61,7 @@ def build_activities(settings: Settings, engine: Engine) -> list[Callable[..., A
         TransferActivities(settings, engine),
         FinaliseActivities(settings, engine),
         MailActivities(settings, engine),
+        DomainSweepActivities(settings, engine),  # issue #14: domain sweeps
     )
 
 
@@ -89,8 +91,9 @@ def build_worker(
     client: Client, settings: Settings, engine: Engine, *, task_queue: str | None = None,
     activities: list[Callable[..., Any]] | None = None, **kwargs: Any,
 ) -> Worker:
-    from workflows.domain_check import DomainCheckWorkflow
     from webhooks.workflow import WebhookDeliveryWorkflow
+    from workflows.domain import DomainWorkflow
+    from workflows.domain_check import DomainCheckWorkflow
     from workflows.invitation import InvitationWorkflow
 
     max_concurrent_activities = kwargs.pop("max_concurrent_activities", 50)
@@ -103,7 +106,8 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[InvitationWorkflow, DomainCheckWorkflow, WebhookDeliveryWorkflow],
+        workflows=[InvitationWorkflow, DomainCheckWorkflow, DomainWorkflow,
+                   WebhookDeliveryWorkflow],
         activities=activities if activities is not None else build_activities(settings, engine),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_local_activities,

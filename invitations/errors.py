@@ -137,3 +137,36 @@ def refusal(type: str | None, message: str) -> WorkflowRefused:  # noqa: A002
     if type == AlreadyMovingData.TYPE:
         return AlreadyMovingData(message)
     return WorkflowRefused(type or "Refused", message)
+
+
+# --- domain sweeps (issue #14, domains/sweep.py) -----------------------------------------
+class InvalidDomain(_Typed):
+    CODE, FIELD = "invalid_domain", "domain"
+
+
+class DomainNotVerified(_Typed):
+    """The account has no verified claim on the domain: a sweep would prove nothing."""
+
+    CODE, FIELD = "domain_not_verified", "domain"
+
+
+class SweepAlreadyRunning(_Typed):
+    CODE, FIELD = "sweep_already_running", "domain"
+
+
+class SweepNotFound(_Typed):
+    CODE, FIELD = "sweep_not_found", "domain"
+
+
+class UnknownUser(_Typed):
+    CODE, FIELD = "unknown_user", "email"
+
+
+class EmailInUse(_Typed):
+    """Error 1005 of the reference platform: another account already uses the email."""
+
+    CODE, FIELD = "email_in_use", "new_email"
+
+
+class StillOnDomain(_Typed):
+    CODE, FIELD = "still_on_domain", "new_email"

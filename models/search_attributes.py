@@ -11,8 +11,10 @@ REFUND_MINOR = SearchAttributeKey.for_int("InvitationRefundMinor")
 # What needs an operator: "none", "finalising_stuck", "needs_attention", "mail_undelivered".
 ALERT = SearchAttributeKey.for_keyword("InvitationAlert")
 NO_ALERT = "none"
+# The claimed domain a sweep (workflows/domain.py) works on: on the sweep and its invitations.
+DOMAIN = SearchAttributeKey.for_keyword("InvitationDomain")
 
-ALL = (STATUS, ACCOUNT_ID, INVITEE_EMAIL, USER_TYPE, REFUND_MINOR, ALERT)
+ALL = (STATUS, ACCOUNT_ID, INVITEE_EMAIL, USER_TYPE, REFUND_MINOR, ALERT, DOMAIN)
 
 
 def cli_flags() -> list[str]:

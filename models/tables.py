@@ -301,6 +301,7 @@ class TransferState(SQLModel, table=True):
 
 
 # Tables kept by other packages, registered on the same metadata (init_db, migrations/).
+from domains import sweep_tables as _sweep_tables  # noqa: E402,F401  (issue #14: sweeps)
 from domains import tables as _domain_tables  # noqa: E402,F401
 from models import api_tables  # noqa: E402,F401  (the REST API's tables, on the same metadata)
 from webhooks import tables as _webhook_tables  # noqa: E402,F401

@@ -1,0 +1,407 @@
+"""DomainWorkflow: one sweep of a claimed (verified) domain, for its organisation account.
+
+1. Check that the account verified the domain and that the admin may invite into it.
+2. Page through the owners of individual accounts whose email is on the domain (keyset on
+   the user id), and per person either mail a notice (once: the message key) or start one
+   child InvitationWorkflow (the usual 1009 checks, refund, transfer and compensation),
+   `window` starts in flight; someone already invited is skipped, never invited twice.
+3. Invite sweeps then watch: they re-count where the invitations stand (completed, blocked,
+   failed...) and, when consolidating, count each person's sign-ins (their grace), until
+   every invitation ended. Pause, resume and cancel (optionally revoking what it started).
+4. A long history continues as new, carrying the cursor and the counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.domain_sweep import DomainSweepActivities
+    from domains.names import email_domain
+    from invitations.starting import summary
+    from models.domain_sweep import (
+        CancelSweep,
+        CheckSweep,
+        FindPeople,
+        InvitedPerson,
+        NotifyPeople,
+        PauseSweep,
+        Person,
+        PersonState,
+        RecordInvited,
+        RecordSignIn,
+        RevokeStarted,
+        SignIn,
+        SignInAnswer,
+        SweepCarried,
+        SweepCounts,
+        SweepInput,
+        SweepMode,
+        SweepProgress,
+        SweepResult,
+        SweepStatus,
+        Tallied,
+        Tally,
+    )
+    from models.ids import invitation_id
+    from models.payloads import InvitationInput, InvitationStatus
+    from workflows.invitation import InvitationWorkflow
+
+from models import search_attributes as sa
+from workflows import options
+
+ST = SweepStatus
+STEP: dict[str, Any] = {"start_to_close_timeout": timedelta(minutes=2),
+                        "retry_policy": options.RECORD["retry_policy"]}
+SLOW_STEP: dict[str, Any] = {"start_to_close_timeout": timedelta(hours=1),
+                             "heartbeat_timeout": timedelta(seconds=30),
+                             "retry_policy": options.RECORD["retry_policy"]}
+NOTIFY_BATCH = 50  # notices per activity (one SMTP session)
+
+
+def _refused(kind: str, message: str) -> ApplicationError:
+    return ApplicationError(message, type=kind, non_retryable=True)
+
+
+@workflow.defn(name="DomainWorkflow")
+class DomainWorkflow:
+    """One domain sweep (see the module docstring)."""
+
+    @workflow.init
+    def __init__(self, input: SweepInput) -> None:
+        carried = input.carried or SweepCarried()
+        self._input = input
+        self._id = workflow.info().workflow_id
+        self._cursor = carried.cursor
+        self._counts = carried.counts.model_copy()
+        self._status = carried.status
+        self._paused = carried.paused
+        self._account_name = carried.account_name
+        self._runs = carried.runs
+        self._cancel: CancelSweep | None = None
+        self._reason: str | None = None
+        self._poked = 0  # bumped by a sign-in or a refresh: the watcher re-counts at once
+        # InvitationDomain exists only where registered (not on the time-skipping server);
+        # the client sets it on the sweep exactly when it is, and the children get it then.
+        self._search_attributes = workflow.info().typed_search_attributes.get(sa.DOMAIN) \
+            is not None
+
+    # ---------------------------------------------------------------- the process
+
+    @workflow.run
+    async def run(self, input: SweepInput) -> SweepResult:
+        try:
+            if input.carried is None and not await self._checked():
+                return self._result()
+            if self._status == ST.SWEEPING:
+                await self._sweep()
+            if self._status == ST.WATCHING and self._cancel is None:
+                await self._watch()
+            if self._cancel is not None:
+                await self._cancelled(self._cancel)
+        except asyncio.CancelledError:
+            # `temporal workflow cancel`: the sweep stops; what it started goes on.
+            self._status, self._reason = ST.CANCELLED, "cancelled by an operator"
+            self._publish()
+            raise
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._result()
+
+    async def _checked(self) -> bool:
+        checked = await workflow.execute_activity_method(
+            DomainSweepActivities.check_sweep,
+            CheckSweep(account_id=self._input.account_id, domain=self._input.domain,
+                       started_by=self._input.started_by),
+            summary=f"Check {self._input.domain} is verified", **STEP)
+        if not checked.ok:
+            self._status, self._reason = ST.REFUSED, checked.reason
+            self._publish()
+            return False
+        self._account_name = checked.account_name
+        self._publish()
+        return True
+
+    async def _sweep(self) -> None:
+        inp = self._input
+        while True:
+            await workflow.wait_condition(lambda: not self._paused or self._cancel is not None)
+            if self._cancel is not None:
+                return
+            if self._history_is_long():
+                await self._continue_as_new()
+                return  # cancelled meanwhile
+            page = await workflow.execute_activity_method(
+                DomainSweepActivities.find_people,
+                FindPeople(account_id=inp.account_id, domain=inp.domain, sweep_id=self._id,
+                           mode=inp.mode, after_user_id=self._cursor, limit=inp.page_size),
+                summary=f"Find people on {inp.domain} after user {self._cursor}", **STEP)
+            self._counts.found += len(page.people)
+            todo = [p for p in page.people if p.state == PersonState.FOUND]
+            self._counts.skipped += len(page.people) - len(todo)  # handled by an earlier sweep
+            if inp.mode == SweepMode.NOTIFY:
+                await self._notify(todo)
+            else:
+                await self._invite(todo)
+            self._cursor = page.next_cursor
+            self._publish()
+            if page.last or self._cancel is not None:
+                break
+        if self._cancel is None:
+            self._status = ST.COMPLETED if inp.mode == SweepMode.NOTIFY else ST.WATCHING
+            self._publish()
+
+    async def _notify(self, people: list[Person]) -> None:
+        inp = self._input
+        for i in range(0, len(people), NOTIFY_BATCH):
+            await workflow.wait_condition(lambda: not self._paused or self._cancel is not None)
+            if self._cancel is not None:
+                return
+            marked = await workflow.execute_activity_method(
+                DomainSweepActivities.notify_people,
+                NotifyPeople(account_id=inp.account_id, account_name=self._account_name,
+                             domain=inp.domain, started_by=inp.started_by, message=inp.message,
+                             people=people[i:i + NOTIFY_BATCH]),
+                summary=f"Mail {len(people[i:i + NOTIFY_BATCH])} notices", **SLOW_STEP)
+            self._counts.notified += marked.done + marked.already
+            self._publish()
+
+    async def _invite(self, people: list[Person]) -> None:
+        """Start one invitation per person, `window` starts in flight; a pause holds the
+        starts not yet begun, a cancel drops them."""
+        window = asyncio.Semaphore(self._input.window)
+
+        async def one(person: Person) -> InvitedPerson | None:
+            async with window:
+                await workflow.wait_condition(
+                    lambda: not self._paused or self._cancel is not None)
+                if self._cancel is not None:
+                    return None
+                started = await self._start_invitation(person)
+                if started.invitation_id:
+                    self._counts.invited += 1
+                else:
+                    self._counts.skipped += 1
+                return started
+
+        results = await asyncio.gather(*(one(p) for p in people))
+        done = [r for r in results if r is not None]
+        if done:
+            await workflow.execute_activity_method(
+                DomainSweepActivities.record_invited,
+                RecordInvited(account_id=self._input.account_id, domain=self._input.domain,
+                              people=done),
+                summary=f"Record {len(done)} invitations", **STEP)
+
+    async def _start_invitation(self, person: Person) -> InvitedPerson:
+        inp = self._input
+        wid = invitation_id(inp.account_id, person.email)
+        child = InvitationInput(
+            account_id=inp.account_id, invited_by=inp.started_by, email=person.email,
+            first_name=person.first_name, last_name=person.last_name, user_type=inp.user_type,
+            message=inp.message, expires_in_days=inp.expires_in_days)
+        try:
+            await workflow.start_child_workflow(
+                InvitationWorkflow.run, child, id=wid,
+                task_queue=inp.child_task_queue or workflow.info().task_queue,
+                # The invitation outlives the sweep: cancelling or continuing the sweep
+                # leaves it running.
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                search_attributes=self._child_attributes(child),
+                static_summary=summary(child, self._account_name),
+                static_details=f"**Domain sweep:** {inp.domain} ({self._id}), "
+                               f"{inp.mode.value}, started by {inp.started_by}")
+        except WorkflowAlreadyStartedError:
+            return InvitedPerson(email=person.email, invitation_id=None,
+                                 reason="already invited: an invitation is open")
+        return InvitedPerson(email=person.email, invitation_id=wid)
+
+    def _child_attributes(self, child: InvitationInput) -> TypedSearchAttributes | None:
+        if not self._search_attributes:
+            return None
+        return TypedSearchAttributes([
+            SearchAttributePair(sa.STATUS, InvitationStatus.PENDING.value),
+            SearchAttributePair(sa.ACCOUNT_ID, str(child.account_id)),
+            SearchAttributePair(sa.INVITEE_EMAIL, child.email),
+            SearchAttributePair(sa.USER_TYPE, child.user_type.value),
+            SearchAttributePair(sa.REFUND_MINOR, 0),
+            SearchAttributePair(sa.ALERT, sa.NO_ALERT),
+            SearchAttributePair(sa.DOMAIN, self._input.domain),
+        ])
+
+    async def _watch(self) -> None:
+        """Re-count until every invitation ended; early on a sign-in, a refresh or a cancel."""
+        while self._cancel is None:
+            tallied = await self._tally()
+            if tallied.open == 0:
+                self._status = ST.COMPLETED
+                self._publish()
+                return
+            if self._history_is_long():
+                await self._continue_as_new()
+            poked = self._poked
+            try:
+                await workflow.wait_condition(
+                    lambda p=poked: self._cancel is not None or self._poked != p  # type: ignore[misc]
+                    or self._history_is_long(),
+                    timeout=self._input.tally_every,
+                    timeout_summary="Until the next count of the invitations")
+            except TimeoutError:
+                pass
+
+    async def _tally(self) -> Tallied:
+        t = await workflow.execute_activity_method(
+            DomainSweepActivities.tally,
+            Tally(account_id=self._input.account_id, domain=self._input.domain,
+                  grace_sign_ins=self._input.grace_sign_ins),
+            summary="Count where the invitations stand", **STEP)
+        self._counts = self._counts.model_copy(update=t.model_dump())
+        self._publish()
+        return t
+
+    async def _cancelled(self, req: CancelSweep) -> None:
+        if req.revoke_started and self._input.mode != SweepMode.NOTIFY:
+            await workflow.execute_activity_method(
+                DomainSweepActivities.revoke_started,
+                RevokeStarted(account_id=self._input.account_id, domain=self._input.domain,
+                              by=req.by or self._input.started_by,
+                              reason=req.reason or f"the {self._input.domain} sweep was "
+                                                   "cancelled"),
+                summary="Revoke the invitations this sweep started", **SLOW_STEP)
+            await self._tally()
+        self._status = ST.CANCELLED
+        self._reason = req.reason or ("cancelled; started invitations revoked"
+                                      if req.revoke_started else
+                                      "cancelled; started invitations left open")
+        self._publish()
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        return (info.get_current_history_length() > self._input.history_limit
+                or info.is_continue_as_new_suggested())
+
+    async def _continue_as_new(self) -> None:
+        """Continue as new once the handlers finished; a cancel meanwhile wins (its handler
+        waits for the end of this run, so it would never finish)."""
+        await workflow.wait_condition(
+            lambda: workflow.all_handlers_finished() or self._cancel is not None)
+        if self._cancel is not None:
+            return
+        carried = SweepCarried(cursor=self._cursor, counts=self._counts, status=self._status,
+                               paused=self._paused, account_name=self._account_name,
+                               runs=self._runs + 1)
+        workflow.continue_as_new(self._input.model_copy(update={"carried": carried}))
+
+    # ---------------------------------------------------------------- messages
+
+    @workflow.update(name="sign_in")
+    async def sign_in(self, req: SignIn) -> SignInAnswer:
+        """A person of the domain signed in: count it (once per update id) and say how many
+        sign-ins they have left before they must join or change their email."""
+        info = workflow.current_update_info()
+        key = info.id if info is not None else str(workflow.uuid4())
+        answer = await workflow.execute_activity_method(
+            DomainSweepActivities.record_sign_in,
+            RecordSignIn(account_id=self._input.account_id, domain=self._input.domain,
+                         email=req.email, key=key, grace_sign_ins=self._input.grace_sign_ins,
+                         consolidating=self._input.mode == SweepMode.CONSOLIDATE),
+            summary=f"Count a sign-in of {req.email}", **STEP)
+        self._poked += 1
+        return answer
+
+    @sign_in.validator
+    def _validate_sign_in(self, req: SignIn) -> None:
+        if email_domain(req.email) != self._input.domain:
+            raise _refused("NotOnDomain", f"email: {req.email!r} is not on "
+                                          f"{self._input.domain}")
+
+    @workflow.update(name="pause")
+    async def pause(self, req: PauseSweep) -> SweepProgress:
+        """Hold the starts not yet begun (the ones in flight finish)."""
+        self._paused = True
+        self._publish()
+        return self.progress()
+
+    @pause.validator
+    def _validate_pause(self, req: PauseSweep) -> None:
+        if self._status != ST.SWEEPING or self._cancel is not None:
+            raise _refused("SweepNotRunning", f"the sweep of {self._input.domain} is "
+                                              f"{self._status.value}: only a sweep still "
+                                              "finding people can be paused")
+        if self._paused:
+            raise _refused("SweepAlreadyPaused", f"the sweep of {self._input.domain} is "
+                                                 "already paused")
+
+    @workflow.update(name="resume")
+    async def resume(self, req: PauseSweep) -> SweepProgress:
+        self._paused = False
+        self._publish()
+        return self.progress()
+
+    @resume.validator
+    def _validate_resume(self, req: PauseSweep) -> None:
+        if not self._paused or self._status.is_final:
+            raise _refused("SweepNotPaused", f"the sweep of {self._input.domain} is not "
+                                             f"paused (it is {self._status.value})")
+
+    @workflow.update(name="cancel")
+    async def cancel(self, req: CancelSweep) -> SweepProgress:
+        """Stop finding and inviting; with `revoke_started`, revoke the open invitations it
+        started (those already moving data go on). Answers once the sweep has ended."""
+        self._cancel = req
+        self._paused = False
+        await workflow.wait_condition(lambda: self._status == ST.CANCELLED)
+        return self.progress()
+
+    @cancel.validator
+    def _validate_cancel(self, req: CancelSweep) -> None:
+        if self._status.is_final or self._cancel is not None:
+            raise _refused("SweepEnded", f"the sweep of {self._input.domain} has ended "
+                                         f"({self._status.value})" if self._cancel is None
+                           else f"the sweep of {self._input.domain} is being cancelled")
+
+    @workflow.signal(name="refresh")
+    def refresh(self) -> None:
+        """Re-count now (an email changed, an invitation ended)."""
+        self._poked += 1
+
+    @workflow.query
+    def progress(self) -> SweepProgress:
+        inp = self._input
+        status = ST.PAUSED if self._paused and self._status == ST.SWEEPING else self._status
+        return SweepProgress(
+            sweep_id=self._id, account_id=inp.account_id, account_name=self._account_name,
+            domain=inp.domain, mode=inp.mode, started_by=inp.started_by, status=status,
+            paused=self._paused, counts=self._counts.model_copy(), cursor=self._cursor,
+            runs=self._runs, grace_sign_ins=inp.grace_sign_ins, reason=self._reason)
+
+    # ---------------------------------------------------------------- plumbing
+
+    def _result(self) -> SweepResult:
+        return SweepResult(status=self._status, progress=self.progress())
+
+    def _publish(self) -> None:
+        p = self.progress()
+        c: SweepCounts = p.counts
+        workflow.set_current_details("\n".join([
+            f"**Sweep of {p.domain}** for {p.account_name or p.account_id} ({p.mode.value}), "
+            f"by {p.started_by}: **{p.status.value}**" + (f" ({p.reason})" if p.reason else ""),
+            "",
+            "| found | notified | invited | skipped | open | blocked | completed | failed "
+            "| ended | email changed | must choose |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {c.found} | {c.notified} | {c.invited} | {c.skipped} | {c.open} | {c.blocked} "
+            f"| {c.completed} | {c.failed} | {c.ended} | {c.email_changed} | {c.must_choose} |",
+            "",
+            f"Cursor: user {p.cursor}; run {p.runs}.",
+        ]))
