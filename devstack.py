@@ -167,6 +167,9 @@ def dev_environment() -> None:
     os.environ.setdefault("INVITES_CODEC_CORS_ORIGINS",
                           f"http://{host}:{s.ui_port},http://localhost:{s.ui_port}")
     os.environ.setdefault("INVITES_ADMIN_BASE_URL", f"http://{s.http_host}:{s.admin_port}")
+    # A development stack: webhooks may go to a receiver on this machine, over plain http.
+    os.environ.setdefault("INVITES_WEBHOOK_ALLOW_PRIVATE", "1")
+    os.environ.setdefault("INVITES_WEBHOOK_HTTP_HOSTS", "127.0.0.1,localhost")
 
 
 def start(stack: Stack) -> dict[str, str]:
