@@ -61,6 +61,7 @@ test: $(STAMP) test-deps
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy workflows activities models admin webhooks domains linkhandler invitations
 
 clean:
 	rm -rf .data test-artifacts

@@ -26,6 +26,7 @@ Outcome = Literal[
     "ok",  # 200 GET /healthz
     "blocked",  # 409, error_code 1009: what blocks is in `blocking`
     "already_joining",  # 409, error_code "already_joining_another_account"
+    "no_free_seat",  # 409, error_code "no_free_licensed_seat" (the invitation stays open)
     "invalid_link",  # 400: altered, truncated or signed with an unknown key
     "invalid_payloads",  # 400: the codec endpoint could not read or decrypt the payloads
     "unauthorized",  # 401: codec endpoint without its token

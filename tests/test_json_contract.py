@@ -149,7 +149,7 @@ async def test_every_route_and_outcome_answers_the_contract(
     await orphan.terminate()
 
     assert seen.outcomes == set(OUTCOMES) - {
-        "in_progress", "already_joining",  # test_injected_outcomes_answer_the_contract
+        "in_progress", "already_joining", "no_free_seat",  # test_injected_outcomes_...
         "expired",  # days must pass: test_linkhandler.test_expired_link_is_410_expired
         "unauthorized", "invalid_payloads",  # the codec endpoint: tests/test_codec.py
     }
@@ -172,6 +172,11 @@ ALREADY = AcceptOutcome(
     "invitation stays open: you can accept it if that join does not go through.")
 
 
+NO_SEAT = AcceptOutcome(
+    outcome="no_free_seat", error_code="no_free_licensed_seat", joining_account_name="Acme",
+    message="Acme has no free licensed seat right now, so you cannot join yet.")
+
+
 @pytest.fixture
 def pages_app(settings: Settings) -> FastAPI:
     """The real Pages behind two routes that answer with an injected outcome: no workflow
@@ -182,6 +187,10 @@ def pages_app(settings: Settings) -> FastAPI:
     @app.post("/i/{token}/accept")
     async def accept(token: str, request: Request) -> Response:
         return pages.outcome(request, _invitee(InvitationStatus.PENDING), ALREADY)
+
+    @app.post("/i/{token}/refund")  # stands for an accept refused for want of a seat
+    async def no_seat(token: str, request: Request) -> Response:
+        return pages.outcome(request, _invitee(InvitationStatus.PENDING), NO_SEAT)
 
     @app.get("/i/{token}")
     async def moving(token: str, request: Request) -> Response:
@@ -215,6 +224,10 @@ async def test_injected_outcomes_answer_the_contract(pages_app: FastAPI) -> None
                      'data-error-code="already_joining_another_account"'):
             assert fact in text, fact
         assert "content-security-policy" in page.headers
+        full = seen(await http.post("/i/tok.en/refund", headers=JSON), 409, "no_free_seat",
+                    "pending")
+        assert full["error_code"] == "no_free_licensed_seat"
+        assert full["message"].startswith("Acme has no free licensed seat")
         moving = seen(await http.get("/i/tok.en", headers=JSON), 200, "in_progress",
                       "transferring")
         assert moving["message"] == "Moving chat messages"
