@@ -307,6 +307,13 @@ def test_outbox_rows_are_written_with_the_change_once_in_order(engine: Engine,
     assert body["timestamp"] == t2.isoformat().replace("+00:00", "Z")
 
 
+def settled(engine: Engine, org_id: int) -> endpoints.EndpointView | None:
+    """The endpoint once one event failed and one was delivered (each marked after its
+    answer, so the receiver may see it a moment before the database says so)."""
+    [view] = endpoints.list_endpoints(engine, org_id)
+    return view if (view.failed, view.delivered, view.pending) == (1, 1, 0) else None
+
+
 async def test_deliveries_are_signed_in_order_and_redelivered_after_an_outage(
     dev_env: WorkflowEnvironment, engine: Engine, hooks: Settings,
 ) -> None:
@@ -338,7 +345,12 @@ async def test_deliveries_are_signed_in_order_and_redelivered_after_an_outage(
         try:
             await eventually(lambda: len(receiver.delivered()) == 8, within=30,
                              what="all eight events delivered")
-            [view] = endpoints.list_endpoints(engine, world.org_id)
+
+            def marked() -> endpoints.EndpointView | None:  # written after each answer
+                [view] = endpoints.list_endpoints(engine, world.org_id)
+                return view if view.delivered == 8 else None
+
+            view = await eventually(marked, within=30, what="all eight marked delivered")
         finally:
             receiver.stop()
         await dev_env.client.get_workflow_handle(workflow_id(hooks, endpoint.id)).terminate()
@@ -375,8 +387,9 @@ async def test_an_event_not_delivered_in_its_window_fails_and_later_ones_still_g
                               fast(endpoint.id, give_up_seconds=2))
         await eventually(lambda: [r.json["data"]["event"] for r in receiver.delivered()]
                          == ["declined"], within=30, what="the later event delivered")
+        view = await eventually(lambda: settled(engine, world.org_id), within=30,
+                                what="one failed, one delivered, none pending")
         await dev_env.client.get_workflow_handle(workflow_id(hooks, endpoint.id)).terminate()
-    [view] = endpoints.list_endpoints(engine, world.org_id)
     assert (view.failed, view.delivered, view.pending) == (1, 1, 0)
     with engine.connect() as conn:
         failed = conn.execute(select(D).where(D.c.state == "failed")).one()
@@ -545,6 +558,8 @@ async def test_the_production_plan_retries_for_a_day_then_moves_on(
         await eventually(lambda: receiver.got, within=30, what="a first attempt")
         await ts_env.sleep(timedelta(hours=25))
         await eventually(lambda: receiver.delivered(), within=60, what="the later event")
+        await eventually(lambda: settled(engine, world.org_id), within=30,
+                         what="one failed, one delivered, none pending")
         await ts_env.client.get_workflow_handle(workflow_id(hooks, endpoint.id)).terminate()
     attempts = [r for r in receiver.got if r.answered == 500]
     # Retried (how many times depends on how the server's clock jumps over the day: a
