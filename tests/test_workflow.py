@@ -350,8 +350,9 @@ async def test_two_accept_clicks_make_one_acceptance_and_one_refund(
                 assert isinstance(click.cause, ApplicationError)
                 assert click.cause.type == "NotAwaitingAcceptance"
             assert (await progress(handle)).status == InvitationStatus.AWAITING_REFUND_CHOICE
-        assert all(a.outcome == "refund_choice_needed" for a in answers)
-        assert len({a.quote.amount_minor for a in answers}) == 1  # type: ignore[union-attr]
+        else:  # the clicks that got in share one check: one quote
+            assert all(a.outcome == "refund_choice_needed" for a in answers)
+            assert len({a.quote.amount_minor for a in answers}) == 1  # type: ignore[union-attr]
         choices = await asyncio.gather(*(
             handle.execute_update(InvitationWorkflow.choose_refund, RefundChoice(destination=d),
                                   id=f"choice-{d.value}")
