@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -324,5 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         return out.error(exc)
 
 
+def exit_now(code: int) -> NoReturn:
+    """Leave without interpreter teardown: the Temporal client's Rust threads can outlive
+    the event loop, and CPython's finalisation then aborts now and then with "Fatal Python
+    error: PyGILState_Release" (temporalio/sdk-python#300). Everything is written first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
