@@ -48,7 +48,7 @@ from webhooks.outbox import DELIVERIES as D
 from webhooks.outbox import ENDPOINTS, enqueue_event
 from webhooks.payloads import DeliveryPlan
 from webhooks.starting import ensure_delivery, workflow_id
-from webhooks.urls import validate_url
+from webhooks.urls import pinned, validate_url
 from workflows.invitation import InvitationWorkflow
 
 S = InvitationStatus
@@ -238,6 +238,23 @@ def test_private_and_http_endpoints_only_where_settings_allow(tmp_path: Path) ->
     with pytest.raises(InvalidWebhookUrl, match="plain http"):
         validate_url("http://10.1.2.3/x", dev)  # private allowed, but http only to 127.0.0.1
     assert validate_url("https://93.184.216.34/hooks", Settings(data_dir=tmp_path))
+
+
+def test_a_delivery_goes_to_the_address_it_checked(tmp_path: Path) -> None:
+    """Resolved once, checked, connected to: the name rides in Host (and SNI for https)."""
+    dev = Settings(data_dir=tmp_path, webhook_allow_private=True, webhook_http_hosts="localhost")
+    target = pinned("http://localhost:8123/hooks?x=1", dev)
+    assert target.url in ("http://127.0.0.1:8123/hooks?x=1", "http://[::1]:8123/hooks?x=1")
+    assert (target.host_header, target.sni_hostname) == ("localhost:8123", None)
+    tls = pinned("https://93.184.216.34/h", Settings(data_dir=tmp_path))
+    assert (tls.url, tls.host_header, tls.sni_hostname) == (
+        "https://93.184.216.34/h", "93.184.216.34", "93.184.216.34")
+    with pytest.raises(InvalidWebhookUrl, match="loopback"):
+        pinned("https://localhost/h", Settings(data_dir=tmp_path))
+    # IPv4 inside IPv6 is judged as itself: 6to4 of 169.254.169.254 and of 127.0.0.1.
+    for inner in ("2002:a9fe:a9fe::1", "2002:7f00:1::1"):
+        with pytest.raises(InvalidWebhookUrl):
+            validate_url(f"https://[{inner}]/h", Settings(data_dir=tmp_path))
 
 
 @pytest.mark.sqlite_only

@@ -32,7 +32,7 @@ from webhooks.payloads import (
     PendingRequest,
 )
 from webhooks.tables import DeliveryState, WebhookDelivery, WebhookEndpoint
-from webhooks.urls import validate_url
+from webhooks.urls import pinned
 
 ENDPOINTS: Table = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[attr-defined]
@@ -76,13 +76,17 @@ class WebhookActivities:
             return Delivered(outcome="already_done")
         status: int | None = None
         try:
-            # Checked again at every attempt: the name may resolve elsewhere by now.
-            await asyncio.to_thread(validate_url, row.url, self.settings)
+            # Checked again at every attempt (the name may resolve elsewhere by now), and
+            # sent to the address checked, not to the name resolved once more.
+            target = await asyncio.to_thread(pinned, row.url, self.settings)
             timestamp = int(time.time())
             headers = signing.headers(row.secret, row.event_id, timestamp, row.body)
+            headers["Host"] = target.host_header
+            extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else {}
             async with httpx.AsyncClient(timeout=POST_TIMEOUT_SECONDS,
                                          follow_redirects=False, trust_env=False) as http:
-                answer = await http.post(row.url, content=row.body.encode(), headers=headers)
+                answer = await http.post(target.url, content=row.body.encode(),
+                                         headers=headers, extensions=extensions)
             status = answer.status_code
             error = None if 200 <= status < 300 else f"HTTP {status} from the endpoint"
         except InvalidWebhookUrl as exc:

@@ -3,16 +3,19 @@ http only to hosts allowed in settings; the host is resolved and every address i
 resolves to must be public, unless INVITES_WEBHOOK_ALLOW_PRIVATE allows loopback, private
 and link-local ones (development, tests).
 
-What this does not stop: a name that resolves to a public address here and to a private
-one a moment later, when the HTTP client resolves it again (DNS rebinding). Redirects are
-never followed (a 3xx is a failed delivery), so an endpoint cannot bounce us inward.
+A delivery connects to the address that was checked (`pinned`), not to the name again, so a
+name that resolves to a public address for the check and to a private one a moment later
+(DNS rebinding) cannot steer it inward; the name still goes in the Host header and in TLS
+(SNI and the certificate check). Redirects are never followed (a 3xx is a failed
+delivery), so an endpoint cannot bounce us inward either.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from config import Settings
 from webhooks.errors import InvalidWebhookUrl
@@ -52,8 +55,15 @@ def check_shape(url: str, settings: Settings) -> tuple[str, int]:
 
 def refused_reason(ip: IPAddress) -> str | None:
     """Why webhooks may not go to this address, or None for a public one."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4 address carried inside IPv6 (mapped, 6to4, Teredo) is judged as itself.
+        for inner in (ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None):
+            if inner is not None:
+                reason = refused_reason(inner)
+                if reason is not None:
+                    return reason
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
     for attr, what in (("is_loopback", "a loopback"), ("is_unspecified", "an unspecified"),
                        ("is_link_local", "a link-local"), ("is_multicast", "a multicast"),
                        ("is_private", "a private"), ("is_reserved", "a reserved")):
@@ -77,19 +87,47 @@ def resolve(host: str, port: int) -> list[IPAddress]:
                   key=str)
 
 
+@dataclass(frozen=True)
+class Pinned:
+    """Where to send a delivery: the checked address in the URL, the name beside it."""
+
+    url: str  # the endpoint's URL with the host replaced by the checked address
+    host_header: str  # the name (and port, when the URL has one), for the Host header
+    sni_hostname: str | None  # https: the name TLS presents and verifies
+
+
+def pinned(url: str, settings: Settings) -> Pinned:
+    """Check the URL as `validate_url` does and pin the delivery to a checked address."""
+    host, port = check_shape(url, settings)
+    addresses = resolve(host, port)  # once: what is checked is what is connected to
+    check_addresses(url, host, addresses, settings)
+    ip = addresses[0]
+    parts = urlsplit(url)
+    literal = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    name = parts.hostname or host
+    return Pinned(url=urlunsplit(parts._replace(netloc=netloc)),
+                  host_header=f"{name}:{parts.port}" if parts.port else name,
+                  sni_hostname=name if parts.scheme == "https" else None)
+
+
 def validate_url(url: str, settings: Settings) -> str:
     """The URL if webhooks may be sent to it; else InvalidWebhookUrl (field "url") saying
     why. Resolves the host: every address must be public unless private ones are allowed."""
     host, port = check_shape(url, settings)
-    addresses = resolve(host, port)
+    check_addresses(url, host, resolve(host, port), settings)
+    return url
+
+
+def check_addresses(url: str, host: str, addresses: list[IPAddress],
+                    settings: Settings) -> None:
     if not addresses:
         raise InvalidWebhookUrl(f"url host {host!r} resolves to no address")
     if settings.webhook_allow_private:
-        return url
+        return
     for ip in addresses:
         reason = refused_reason(ip)
         if reason is not None:
             raise InvalidWebhookUrl(
                 f"url {url!r}: {host} resolves to {ip}, {reason} address; webhooks go to "
                 f"public addresses only ({ALLOW_PRIVATE} allows others, for development)")
-    return url
