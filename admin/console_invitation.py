@@ -27,7 +27,7 @@ from models.payloads import Category, Progress
 
 router = console_router()
 
-@router.get("/invitations/{invitation_id}")
+@router.get("/invitations/{invitation_id:path}")
 async def invitation_page(request: Request, principal: Admin, invitation_id: str) -> Response:
     _, engine, client = state(request)
     row = await asyncio.to_thread(own_invitation, engine, principal, invitation_id)
@@ -64,20 +64,20 @@ async def _act(request: Request, principal: Principal, invitation_id: str, csrf:
         return await pending_page(request, principal, status_code=code,
                                   error=f"{action} {row.email}: {exc.message}")
     if back == "invitation":
-        return RedirectResponse(f"/invitations/{quote(invitation_id)}", status_code=303)
+        return RedirectResponse(f"/invitations/{quote(invitation_id, safe='@/')}", status_code=303)
     done = {"resend": "resent", "revoke": "revoked"}[action]
     return RedirectResponse("/users/pending?" + urlencode({"notice": done,
                                                            "invitation": invitation_id}),
                             status_code=303)
 
 
-@router.post("/invitations/{invitation_id}/resend")
+@router.post("/invitations/{invitation_id:path}/resend")
 async def resend(request: Request, principal: Admin, invitation_id: str,
                  csrf: Annotated[str, Form()] = "", back: Annotated[str, Form()] = "") -> Response:
     return await _act(request, principal, invitation_id, csrf, "resend", back)
 
 
-@router.post("/invitations/{invitation_id}/revoke")
+@router.post("/invitations/{invitation_id:path}/revoke")
 async def revoke(request: Request, principal: Admin, invitation_id: str,
                  csrf: Annotated[str, Form()] = "", back: Annotated[str, Form()] = "",
                  reason: Annotated[str, Form()] = "") -> Response:

@@ -57,6 +57,12 @@ STATUS_OF_CODE: dict[str, int] = {
     "idempotency_key_in_progress": 409,
     "invalid_idempotency_key": 400,
     "internal_error": 500,
+    # webhooks (webhooks/errors.py, webhooks/routes.py)
+    "invalid_webhook_url": 422,
+    "unknown_webhook_event": 422,
+    "duplicate_webhook": 409,
+    "too_many_webhooks": 409,
+    "webhook_not_found": 404,
 }
 
 

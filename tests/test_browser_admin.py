@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from admin.sessions import SIGNIN_MAIL_KIND
@@ -28,6 +28,7 @@ from invitations.client import InvitationsClient
 from mailcatcher import read_messages
 from models.ids import invitation_id
 from models.seed import IndividualSpec, create_individual, create_org
+from models.tables import SentEmail
 from tests.conftest import ARTIFACTS, free_port, new_worker
 from tests.workflow_helpers import eventually
 
@@ -157,6 +158,13 @@ async def test_admin_signs_in_invites_resends_revokes_and_follows_one_to_complet
         await expect(ada_row.locator(".reminders")).to_have_text("0")
         await eventually(lambda: len(mails(site, ada, "invitation")) == 1, within=30,
                          what="Ada's invitation mail")
+
+        def recorded() -> bool:  # the mail's row is written once the server took it
+            with Session(engine) as s:
+                return s.exec(select(SentEmail).where(SentEmail.to == ada,
+                                                      SentEmail.kind == "invitation")).first() \
+                    is not None
+        await eventually(recorded, within=30, what="Ada's invitation mail recorded")
         await page.reload()
         await expect(ada_row).not_to_contain_text("not yet")  # when the mail went out
         await shot(page, "admin-3-pending")

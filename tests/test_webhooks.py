@@ -495,10 +495,12 @@ async def test_starter_webhook_add_list_remove(
     async with new_worker(dev_env.client, hooks, engine):
         record(engine, inv, S.DECLINED, "declined", T0)
         await eventually(lambda: receiver.delivered(), within=30, what="the declined webhook")
+        await eventually(lambda: endpoints.list_endpoints(engine, world.org_id)[0].delivered,
+                         within=30, what="the delivery recorded")  # written after the answer
         listed = await starter("webhook", "list", "--account", str(world.org_id), "--json")
         human = await starter("webhook", "list", "--account", str(world.org_id))
         removed = await starter("webhook", "remove", "--account", str(world.org_id),
-                                str(hook_id), "--json")
+                                "--by", ADMIN, str(hook_id), "--json")
         handle = dev_env.client.get_workflow_handle(workflow_id(hooks, hook_id))
         await asyncio.wait_for(handle.result(), 30)  # it sees the endpoint gone and ends
     assert verify(secret, receiver.delivered()[0])

@@ -2,7 +2,7 @@
 
     python starter.py webhook add --account 1 --by owner@acme.test URL [--events accepted,completed]
     python starter.py webhook list --account 1
-    python starter.py webhook remove --account 1 ID [--by owner@acme.test]
+    python starter.py webhook remove --account 1 --by owner@acme.test ID
 
 `add` prints the signing secret once (whsec_...) and starts the endpoint's delivery
 workflow (a worker must run for deliveries to go out)."""
@@ -20,7 +20,7 @@ from config import Settings
 from invitations.render import when
 from webhooks import endpoints
 from webhooks.events import EVENT_TYPES
-from webhooks.starting import ensure_delivery, wake
+from webhooks.starting import ensure_delivery_or_later, wake
 
 
 def add_webhook_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -37,7 +37,8 @@ def add_webhook_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     lst.add_argument("--account", type=int, required=True)
     rm = cmds.add_parser("remove", parents=[common], help="remove an endpoint")
     rm.add_argument("--account", type=int, required=True)
-    rm.add_argument("--by", metavar="ADMIN_EMAIL")
+    rm.add_argument("--by", required=True, metavar="ADMIN_EMAIL",
+                    help="an owner or admin of the account")
     rm.add_argument("id", type=int, metavar="ID")
 
 
@@ -62,7 +63,7 @@ async def run_webhook_command(args: argparse.Namespace, settings: Settings, engi
         new = await asyncio.to_thread(endpoints.add_endpoint, engine, settings,
                                       account_id=args.account, by=args.by, url=args.url,
                                       events=events)
-        await ensure_delivery(temporal, settings, new.id)
+        await ensure_delivery_or_later(temporal, settings, new.id)
         out.show(new.model_dump(mode="json"),
                  f"Registered webhook endpoint {new.id}: {new.url}",
                  f"Signing secret (shown once, keep it): {new.secret}")
@@ -74,8 +75,7 @@ async def run_webhook_command(args: argparse.Namespace, settings: Settings, engi
                  endpoints_table(args.account, rows) if rows
                  else f"No webhook endpoints for account {args.account}.")
         return 0
-    if args.by:
-        await asyncio.to_thread(endpoints.check_admin, engine, args.account, args.by)
+    await asyncio.to_thread(endpoints.check_admin, engine, args.account, args.by)
     gone = await asyncio.to_thread(endpoints.remove_endpoint, engine, args.account, args.id)
     await wake(temporal, settings, gone.id)  # it sees the endpoint gone and ends
     out.show(gone.model_dump(mode="json"), f"Removed webhook endpoint {gone.id}: {gone.url}")

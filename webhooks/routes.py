@@ -31,7 +31,7 @@ from webhooks.errors import (
     UnknownWebhookEvent,
     WebhookNotFound,
 )
-from webhooks.starting import ensure_delivery, wake
+from webhooks.starting import ensure_delivery_or_later, wake
 
 router = APIRouter(tags=["webhooks"], route_class=ProblemRoute)
 
@@ -69,7 +69,7 @@ async def create_webhook(body: WebhookCreate, caller: Caller, request: Request) 
             account_id=caller.account_id, by=caller.email, url=body.url, events=body.events)
     except InvitationError as exc:
         return problem(exc)
-    await ensure_delivery(state.temporal, state.settings, new.id)
+    await ensure_delivery_or_later(state.temporal, state.settings, new.id)
     return new
 
 

@@ -3,6 +3,8 @@ each endpoint, in case a start was missed): idempotent, one workflow per endpoin
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import Engine, select
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
@@ -11,6 +13,8 @@ from config import Settings
 from webhooks.payloads import DeliveryPlan
 from webhooks.tables import WebhookEndpoint
 from webhooks.workflow import WebhookDeliveryWorkflow
+
+log = logging.getLogger(__name__)
 
 
 def workflow_id(settings: Settings, endpoint_id: int) -> str:
@@ -30,6 +34,20 @@ async def ensure_delivery(client: Client, settings: Settings, endpoint_id: int,
         id=workflow_id(settings, endpoint_id), task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Deliver webhooks to endpoint {endpoint_id}")
+
+
+async def ensure_delivery_or_later(client: Client, settings: Settings,
+                                   endpoint_id: int) -> bool:
+    """After a registration (committed, its secret about to be shown once): start the
+    delivery workflow, or, if Temporal refuses now, leave it to the worker, which starts
+    one for every endpoint when it starts (`ensure_all`). Never fails the registration."""
+    try:
+        await ensure_delivery(client, settings, endpoint_id)
+        return True
+    except Exception as exc:  # noqa: BLE001 (RPCError, a client that never connected)
+        log.warning("webhook endpoint %s registered; its delivery starts with the next "
+                    "worker start (Temporal refused now: %s)", endpoint_id, exc)
+        return False
 
 
 async def wake(client: Client, settings: Settings, endpoint_id: int) -> None:
