@@ -267,10 +267,22 @@ async def test_bad_tokens_are_401_and_foreign_domains_403_and_nothing_is_written
         assert r.json()["error"] == {"code": "domain_not_verified", "field": "email",
                                      "message": r.json()["error"]["message"]}
         assert address in r.json()["error"]["message"]
+    unverified: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+        ("false", {"email_verified": False}, ()), ("missing", {}, ("email_verified",)),
+        ("the string false", {"email_verified": "false"}, ()), ("0", {"email_verified": 0}, ()),
+        ("1", {"email_verified": 1}, ()), ("null", {"email_verified": None}, ())]
+    for what, override, drop in unverified:
+        nonce = await start(http, corp.account_id)
+        r = await login(http, corp.account_id,
+                        id_token(keys.idp, nonce, email, drop=drop, **override), nonce)
+        assert r.status_code == 403, (what, r.text)
+        assert r.json()["error"]["code"] == "email_not_verified", (what, r.json())
+    assert users(engine, email) == []
+    yes = f"yes@{corp.domain}"  # the JSON string "true" some IdPs send is a yes
     nonce = await start(http, corp.account_id)
     r = await login(http, corp.account_id,
-                    id_token(keys.idp, nonce, email, email_verified=False), nonce)
-    assert r.status_code == 403 and r.json()["error"]["code"] == "email_not_verified"
+                    id_token(keys.idp, nonce, yes, email_verified="true"), nonce)
+    assert r.status_code == 200 and r.json()["outcome"] == "provisioned", r.text
 
     # Lost verification: the record is withdrawn and the re-check runs.
     zone.withdraw(corp.domain)
