@@ -74,10 +74,12 @@ def notice_key(account_id: int, domain: str, email: str) -> str:
 
 
 def grace(sign_ins: int, allowed: int) -> tuple[int, bool]:
-    """(grace_left, must_choose) after `sign_ins` sign-ins with `allowed` of them: the
-    first sign-in tells them; after the allowed ones they must join or change their email."""
-    left = max(0, allowed - sign_ins)
-    return left, left == 0
+    """(grace_left, must_choose) after `sign_ins` sign-ins with `allowed` (N) of grace: the
+    first sign-in tells them and leaves N more, so sign-ins 1..N+1 go through (the N+1th
+    with grace_left 0) and from the N+2th on they must join or change their email. With
+    N=3: 1 -> (3, False), 2 -> (2, False), 3 -> (1, False), 4 -> (0, False), 5 -> (0, True).
+    The tally's `must_choose` counts the same people (sign_ins > N + 1)."""
+    return max(0, allowed + 1 - sign_ins), sign_ins > allowed + 1
 
 
 class DomainSweepActivities:
@@ -259,7 +261,8 @@ class DomainSweepActivities:
                                              status.not_in([S.COMPLETED.value,
                                                             S.FAILED.value]))),
                     func.count().filter(and_(status.in_(OPEN_VALUES),
-                                             PEOPLE.c.sign_ins >= req.grace_sign_ins,
+                                             # grace(): must choose past N + 1
+                                             PEOPLE.c.sign_ins > req.grace_sign_ins + 1,
                                              PEOPLE.c.mode == "consolidate")),
                 ).select_from(PEOPLE.outerjoin(INV, INV.c.id == PEOPLE.c.invitation_id))
                 .where(PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,
