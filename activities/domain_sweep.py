@@ -50,6 +50,7 @@ from models.domain_sweep import (
     RevokeStarted,
     SignInAnswer,
     SweepChecked,
+    SweepMode,
     Tallied,
     Tally,
 )
@@ -71,6 +72,18 @@ _UTF8_QP.body_encoding = QP
 def notice_key(account_id: int, domain: str, email: str) -> str:
     """One notice per person and claimed domain, whatever reruns or new sweeps happen."""
     return f"domain-notice:{account_id}:{domain}:{normalise_email(email)}"
+
+
+# To an invite or consolidate sweep: new, or told by a notify sweep only.
+INVITABLE_VALUES = (PersonState.FOUND.value, PersonState.NOTIFIED.value)
+
+
+def _todo_state(mode: SweepMode, state: str) -> PersonState:
+    """The state a page reports: the workflow handles FOUND people (and skips the rest), so a
+    notified person is FOUND to a sweep that invites."""
+    if mode != SweepMode.NOTIFY and state in INVITABLE_VALUES:
+        return PersonState.FOUND
+    return PersonState(state)
 
 
 def grace(sign_ins: int, allowed: int) -> tuple[int, bool]:
@@ -111,7 +124,9 @@ class DomainSweepActivities:
 
     def _find(self, req: FindPeople) -> PeoplePage:
         """The next page (keyset on user id) of owners of active individual accounts whose
-        email is on the domain, recorded as found (rows already there keep their state)."""
+        email is on the domain, recorded as found (rows already there keep their state). To
+        an invite or consolidate sweep, someone an earlier sweep only notified is to do: their
+        state comes back FOUND (the row stays notified until `record_invited`)."""
         users: Table = User.__table__  # type: ignore[attr-defined]
         accounts: Table = Account.__table__  # type: ignore[attr-defined]
         with write_transaction(self.engine) as conn:
@@ -140,7 +155,7 @@ class DomainSweepActivities:
                         PEOPLE.c.email.in_([normalise_email(r.email) for r in rows])))}
         people = [Person(user_id=r.id, email=normalise_email(r.email), first_name=r.first_name,
                          last_name=r.last_name,
-                         state=PersonState(known[normalise_email(r.email)].state),
+                         state=_todo_state(req.mode, known[normalise_email(r.email)].state),
                          invitation_id=known[normalise_email(r.email)].invitation_id)
                   for r in rows]
         return PeoplePage(people=people, next_cursor=rows[-1].id if rows else req.after_user_id,
@@ -223,7 +238,7 @@ class DomainSweepActivities:
                 state = PersonState.INVITED if p.invitation_id else PersonState.SKIPPED
                 done = conn.execute(update(PEOPLE).where(
                     PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,
-                    PEOPLE.c.email == p.email, PEOPLE.c.state == PersonState.FOUND.value)
+                    PEOPLE.c.email == p.email, PEOPLE.c.state.in_(INVITABLE_VALUES))
                     .values(state=state.value, invitation_id=p.invitation_id, reason=p.reason,
                             updated_at=datetime.now(UTC))).rowcount
                 if done:

@@ -244,6 +244,30 @@ async def test_notify_mails_each_person_once_even_when_swept_again(
         assert len(s.exec(select(SentEmail).where(SentEmail.kind == "domain_notice")).all()) == 3
 
 
+@pytest.mark.sqlite_only
+async def test_an_invite_sweep_after_a_notify_sweep_invites_the_people_notified(
+    dev_sweeps: SweepsClient, dev_env: WorkflowEnvironment, engine: Engine,
+    settings: Settings, smtp: Path,
+) -> None:
+    world = domain_world(engine, settings, nia=None, ole=None)
+    told = await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="notify")
+    first = await asyncio.wait_for(
+        dev_env.client.get_workflow_handle(told, result_type=SweepResult).result(), 40)
+    assert (first.status, first.progress.counts.notified) == (SweepStatus.COMPLETED, 2)
+    assert person(engine, world, "nia").state == "notified"
+
+    await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="invite")
+    p = await until(dev_env.client, world, lambda p: p.status in (
+        SweepStatus.WATCHING, SweepStatus.COMPLETED), "fan-out")  # all skipped: completed
+    assert (p.counts.found, p.counts.invited, p.counts.skipped) == (2, 2, 0)
+    assert p.status == SweepStatus.WATCHING
+    for who in ("nia", "ole"):
+        row = person(engine, world, who)
+        assert (row.state, row.invitation_id) == ("invited", world.wid(who))
+    done = await dev_sweeps.cancel(world.org_id, world.domain, revoke_started=True)
+    assert done.counts.open == 0
+
+
 # ---------------------------------------------------------------------------- invite
 
 
