@@ -50,6 +50,7 @@ from models.domain_sweep import (
     RevokeStarted,
     SignInAnswer,
     SweepChecked,
+    SweepMode,
     Tallied,
     Tally,
 )
@@ -73,11 +74,25 @@ def notice_key(account_id: int, domain: str, email: str) -> str:
     return f"domain-notice:{account_id}:{domain}:{normalise_email(email)}"
 
 
+# To an invite or consolidate sweep: new, or told by a notify sweep only.
+INVITABLE_VALUES = (PersonState.FOUND.value, PersonState.NOTIFIED.value)
+
+
+def _todo_state(mode: SweepMode, state: str) -> PersonState:
+    """The state a page reports: the workflow handles FOUND people (and skips the rest), so a
+    notified person is FOUND to a sweep that invites."""
+    if mode != SweepMode.NOTIFY and state in INVITABLE_VALUES:
+        return PersonState.FOUND
+    return PersonState(state)
+
+
 def grace(sign_ins: int, allowed: int) -> tuple[int, bool]:
-    """(grace_left, must_choose) after `sign_ins` sign-ins with `allowed` of them: the
-    first sign-in tells them; after the allowed ones they must join or change their email."""
-    left = max(0, allowed - sign_ins)
-    return left, left == 0
+    """(grace_left, must_choose) after `sign_ins` sign-ins with `allowed` (N) of grace: the
+    first sign-in tells them and leaves N more, so sign-ins 1..N+1 go through (the N+1th
+    with grace_left 0) and from the N+2th on they must join or change their email. With
+    N=3: 1 -> (3, False), 2 -> (2, False), 3 -> (1, False), 4 -> (0, False), 5 -> (0, True).
+    The tally's `must_choose` counts the same people (sign_ins > N + 1)."""
+    return max(0, allowed + 1 - sign_ins), sign_ins > allowed + 1
 
 
 class DomainSweepActivities:
@@ -109,7 +124,9 @@ class DomainSweepActivities:
 
     def _find(self, req: FindPeople) -> PeoplePage:
         """The next page (keyset on user id) of owners of active individual accounts whose
-        email is on the domain, recorded as found (rows already there keep their state)."""
+        email is on the domain, recorded as found (rows already there keep their state). To
+        an invite or consolidate sweep, someone an earlier sweep only notified is to do: their
+        state comes back FOUND (the row stays notified until `record_invited`)."""
         users: Table = User.__table__  # type: ignore[attr-defined]
         accounts: Table = Account.__table__  # type: ignore[attr-defined]
         with write_transaction(self.engine) as conn:
@@ -138,7 +155,7 @@ class DomainSweepActivities:
                         PEOPLE.c.email.in_([normalise_email(r.email) for r in rows])))}
         people = [Person(user_id=r.id, email=normalise_email(r.email), first_name=r.first_name,
                          last_name=r.last_name,
-                         state=PersonState(known[normalise_email(r.email)].state),
+                         state=_todo_state(req.mode, known[normalise_email(r.email)].state),
                          invitation_id=known[normalise_email(r.email)].invitation_id)
                   for r in rows]
         return PeoplePage(people=people, next_cursor=rows[-1].id if rows else req.after_user_id,
@@ -221,7 +238,7 @@ class DomainSweepActivities:
                 state = PersonState.INVITED if p.invitation_id else PersonState.SKIPPED
                 done = conn.execute(update(PEOPLE).where(
                     PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,
-                    PEOPLE.c.email == p.email, PEOPLE.c.state == PersonState.FOUND.value)
+                    PEOPLE.c.email == p.email, PEOPLE.c.state.in_(INVITABLE_VALUES))
                     .values(state=state.value, invitation_id=p.invitation_id, reason=p.reason,
                             updated_at=datetime.now(UTC))).rowcount
                 if done:
@@ -259,7 +276,8 @@ class DomainSweepActivities:
                                              status.not_in([S.COMPLETED.value,
                                                             S.FAILED.value]))),
                     func.count().filter(and_(status.in_(OPEN_VALUES),
-                                             PEOPLE.c.sign_ins >= req.grace_sign_ins,
+                                             # grace(): must choose past N + 1
+                                             PEOPLE.c.sign_ins > req.grace_sign_ins + 1,
                                              PEOPLE.c.mode == "consolidate")),
                 ).select_from(PEOPLE.outerjoin(INV, INV.c.id == PEOPLE.c.invitation_id))
                 .where(PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,

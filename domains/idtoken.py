@@ -40,8 +40,18 @@ def _public_key(settings: Settings) -> Any:
     if not text:
         raise SsoRefused(503, "sso_not_configured",
                          "single sign-on is not configured (INVITES_SSO_IDP_PUBLIC_KEY)")
-    pem = text if text.startswith("-----BEGIN") else Path(text).expanduser().read_text()
-    return load_pem_public_key(pem.encode())
+    try:
+        pem = text if text.startswith("-----BEGIN") else Path(text).expanduser().read_text()
+    except (OSError, UnicodeError) as exc:
+        raise SsoRefused(503, "sso_not_configured", "single sign-on is not configured: "
+                         f"INVITES_SSO_IDP_PUBLIC_KEY names a key file that cannot be read "
+                         f"({type(exc).__name__}: {exc})") from None
+    try:
+        return load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:  # not PEM, or not a public key cryptography knows
+        raise SsoRefused(503, "sso_not_configured", "single sign-on is not configured: "
+                         "INVITES_SSO_IDP_PUBLIC_KEY is not a PEM public key "
+                         f"({exc})") from None
 
 
 class IdTokenVerifier:

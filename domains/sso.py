@@ -59,6 +59,14 @@ class SsoAnswer:
         return {k: v for k, v in self.__dict__.items() if v not in (None, {})}
 
 
+def email_verified(value: Any) -> bool:
+    """Only an IdP's explicit yes: the JSON true, or the string "true" some IdPs send.
+    Missing, false, "false", 0, 1 and anything else are not a verified address."""
+    if value is True:
+        return True
+    return isinstance(value, str) and value.strip().lower() == "true"
+
+
 class SsoLogins:
     """The single-use nonces (domains.tables.SsoLogin)."""
 
@@ -107,9 +115,9 @@ class JustInTime:
         claims = IdTokenVerifier(self.settings).verify(id_token, nonce)
         email = normalise_email(str(claims["email"]))
         await asyncio.to_thread(self.logins.consume, account_id, nonce, email)
-        if claims.get("email_verified") is False:
-            raise SsoRefused(403, "email_not_verified", "the IdP says this email address is "
-                             "not verified", "email")
+        if not email_verified(claims.get("email_verified")):
+            raise SsoRefused(403, "email_not_verified", "the IdP has not marked this email "
+                             "address verified (email_verified must be true)", "email")
         domain = email_domain(email)
         if domain is None or await asyncio.to_thread(
                 verified_domain, self.engine, account_id, domain) is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -32,6 +32,8 @@ def just_in_time(h: HandlerDep) -> JustInTime:
 
 
 JustInTimeDep = Annotated[JustInTime, Depends(just_in_time)]
+# A database id: a bigger number is a 422 here, not an OverflowError in the driver.
+AccountId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def refused(exc: SsoRefused) -> JSONResponse:
@@ -53,7 +55,7 @@ async def fields_of(request: Request) -> dict[str, str]:
 
 
 @router.post("/{account_id}/start")
-async def start(account_id: int, h: HandlerDep) -> JSONResponse:
+async def start(account_id: AccountId, h: HandlerDep) -> JSONResponse:
     try:
         login = await run_in_threadpool(SsoLogins(h.settings, h.engine).start, account_id)
     except SsoRefused as exc:
@@ -63,7 +65,7 @@ async def start(account_id: int, h: HandlerDep) -> JSONResponse:
 
 
 @router.post("/{account_id}/login")
-async def login(account_id: int, request: Request, jit: JustInTimeDep) -> JSONResponse:
+async def login(account_id: AccountId, request: Request, jit: JustInTimeDep) -> JSONResponse:
     fields = await fields_of(request)
     try:
         answer = await jit.login(account_id, fields.get("id_token", "").strip(),

@@ -106,9 +106,10 @@ def add_commands(dsub: Any, common: argparse.ArgumentParser) -> None:
     sw.add_argument("--by", required=True, metavar="ADMIN_EMAIL", help="owner/admin (inviter)")
     sw.add_argument("--mode", choices=("notify", "invite", "consolidate"), default="notify",
                     help="notify: one email each; invite: one invitation each; consolidate: "
-                         "invite, and after --grace sign-ins they must choose")
+                         "invite, and after --grace more sign-ins they must choose")
     sw.add_argument("--grace", type=int, default=3, metavar="N",
-                    help="consolidate: sign-ins allowed before they must choose (3)")
+                    help="consolidate: sign-ins allowed after the first (which tells "
+                         "them) before they must choose (3)")
     sw.add_argument("--user-type", choices=("basic", "licensed"), default="basic")
     sw.add_argument("--message", help="a personal message in every email")
     sw.add_argument("--expires-in-days", type=positive, metavar="N")

@@ -51,7 +51,7 @@ class SweepCounts(BaseModel):
     failed: int = 0
     ended: int = 0  # declined, revoked, expired, cancelled, joined elsewhere
     email_changed: int = 0
-    must_choose: int = 0  # consolidation: grace used up, not joined yet
+    must_choose: int = 0  # consolidation: signed in past the grace (N + 1), not joined yet
 
 
 class SweepCarried(BaseModel):

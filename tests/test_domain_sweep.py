@@ -244,6 +244,30 @@ async def test_notify_mails_each_person_once_even_when_swept_again(
         assert len(s.exec(select(SentEmail).where(SentEmail.kind == "domain_notice")).all()) == 3
 
 
+@pytest.mark.sqlite_only
+async def test_an_invite_sweep_after_a_notify_sweep_invites_the_people_notified(
+    dev_sweeps: SweepsClient, dev_env: WorkflowEnvironment, engine: Engine,
+    settings: Settings, smtp: Path,
+) -> None:
+    world = domain_world(engine, settings, nia=None, ole=None)
+    told = await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="notify")
+    first = await asyncio.wait_for(
+        dev_env.client.get_workflow_handle(told, result_type=SweepResult).result(), 40)
+    assert (first.status, first.progress.counts.notified) == (SweepStatus.COMPLETED, 2)
+    assert person(engine, world, "nia").state == "notified"
+
+    await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="invite")
+    p = await until(dev_env.client, world, lambda p: p.status in (
+        SweepStatus.WATCHING, SweepStatus.COMPLETED), "fan-out")  # all skipped: completed
+    assert (p.counts.found, p.counts.invited, p.counts.skipped) == (2, 2, 0)
+    assert p.status == SweepStatus.WATCHING
+    for who in ("nia", "ole"):
+        row = person(engine, world, who)
+        assert (row.state, row.invitation_id) == ("invited", world.wid(who))
+    done = await dev_sweeps.cancel(world.org_id, world.domain, revoke_started=True)
+    assert done.counts.open == 0
+
+
 # ---------------------------------------------------------------------------- invite
 
 
@@ -364,14 +388,18 @@ async def test_consolidation_grace_then_email_change(
         email="", price_minor=900, period_start=now - timedelta(days=5),
         period_end=now + timedelta(days=25)))
     wid = await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="consolidate",
-                                 grace_sign_ins=2)
+                                 grace_sign_ins=1)
     await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING, "fan-out")
     cara = world.people["cara"]
+    # The first sign-in tells them and leaves 1 more; the third must choose.
     first = await dev_sweeps.sign_in(cara.upper())
     assert (first.in_consolidation, first.grace_left, first.must_choose) == (True, 1, False)
     second = await dev_sweeps.sign_in(cara)
-    assert (second.sign_ins, second.grace_left, second.must_choose) == (2, 0, True)
-    assert "must choose" in second.message
+    assert (second.sign_ins, second.grace_left, second.must_choose) == (2, 0, False)
+    assert "0 more time(s)" in second.message
+    third = await dev_sweeps.sign_in(cara)
+    assert (third.sign_ins, third.grace_left, third.must_choose) == (3, 0, True)
+    assert "must choose" in third.message
     await until(dev_env.client, world, lambda p: p.counts.must_choose == 1, "must choose")
     stranger = await dev_sweeps.sign_in(f"x.{uuid.uuid4().hex[:6]}@example.com")
     assert stranger.in_consolidation is False and stranger.grace_left is None
@@ -436,9 +464,16 @@ async def test_a_sign_in_retried_with_the_same_key_counts_once_and_tally_waits_f
     assert (await env.run(acts.record_sign_in, req)).sign_ins == 1
     assert (await env.run(acts.record_sign_in, req)).sign_ins == 1  # the retry
     again = await env.run(acts.record_sign_in, req.model_copy(update={"key": "k2"}))
-    assert (again.sign_ins, again.grace_left) == (2, 1)
-    assert [grace(n, 3) for n in range(5)] == [(3, False), (2, False), (1, False), (0, True),
-                                               (0, True)]
+    assert (again.sign_ins, again.grace_left) == (2, 2)  # the first told them, 3 more
+    # The first sign-in tells them and leaves 3 more; the fifth must choose.
+    assert [grace(n, 3) for n in range(1, 7)] == [(3, False), (2, False), (1, False),
+                                                  (0, False), (0, True), (0, True)]
+    assert [grace(n, 0) for n in range(1, 3)] == [(0, False), (0, True)]
+    for k in range(3, 6):  # to the 5th sign-in: only then does the tally count them
+        assert (await env.run(acts.tally, tally)).must_choose == 0
+        last = await env.run(acts.record_sign_in, req.model_copy(update={"key": f"k{k}"}))
+        assert (last.sign_ins, last.grace_left, last.must_choose) == (k, max(0, 4 - k), k == 5)
+    assert (await env.run(acts.tally, tally)).must_choose == 1
 
 
 # --------------------------------------------- long sweeps: continue-as-new, days passing
@@ -519,16 +554,17 @@ async def test_starter_domain_commands(
     world = domain_world(engine, settings, kim=None)
     which = ["--account", str(world.org_id), world.domain]
     started = await run("domain", "sweep", *which, "--by", ADMIN, "--mode", "consolidate",
-                        "--grace", "1", "--json")
+                        "--grace", "0", "--json")
     assert started.code == 0, started.err
     assert started.json["sweep_id"] == sweep_id(world.org_id, world.domain)
     await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING, "fan-out")
     status = await run("domain", "status", *which, "--json")
     assert status.code == 0, status.err
     assert (status.json["status"], status.json["counts"]["invited"]) == ("watching", 1)
-    signed = await run("--json", "domain", "sign-in", world.people["kim"])
-    assert signed.code == 0, signed.err
-    assert (signed.json["grace_left"], signed.json["must_choose"]) == (0, True)
+    for must in (False, True):  # --grace 0: the first sign-in tells them, the next must choose
+        signed = await run("--json", "domain", "sign-in", world.people["kim"])
+        assert signed.code == 0, signed.err
+        assert (signed.json["grace_left"], signed.json["must_choose"]) == (0, must)
     refused = await run("domain", "change-email", world.people["kim"],
                         f"kimberly@{world.domain}", "--json")
     assert refused.code == 1

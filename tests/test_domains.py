@@ -152,6 +152,25 @@ def test_verify_lose_and_verify_again(dns_settings: Settings, engine: Engine,
 
 
 @pytest.mark.sqlite_only
+def test_the_resolver_setting_takes_a_host_name_and_a_bad_one_says_so(
+        dns_settings: Settings, engine: Engine, zone: Zone) -> None:
+    acme, name = org(engine, "acme"), domain()
+    claims = DomainClaims(dns_settings, engine)
+    claim = claims.add(acme, "admin@acme.test", name)
+    zone.publish(name, claim.token)
+    dns_settings.dns_resolver = f"localhost:{zone.port}"  # a host name, looked up
+    assert claims.verify(acme, name).status == DomainStatus.VERIFIED
+    for bad in ("127.0.0.1:abc", f"[::1{zone.port}", "127.0.0.1:99999",
+                f"no-such-host.invalid:{zone.port}"):
+        dns_settings.dns_resolver = bad
+        with pytest.raises(DnsUnavailable, match="INVITES_DNS_RESOLVER") as exc:
+            claims.verify(acme, name)
+        assert exc.value.code == "dns_unavailable" and repr(bad) in exc.value.message
+        assert claims.recheck_all().unreachable >= 1  # the schedule's check: no traceback
+    assert claims_of(engine, name)[0].status == DomainStatus.VERIFIED
+
+
+@pytest.mark.sqlite_only
 def test_refused_claims_change_nothing(dns_settings: Settings, engine: Engine) -> None:
     acme = org(engine, "acme")
     claims = DomainClaims(dns_settings, engine)

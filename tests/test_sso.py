@@ -160,7 +160,8 @@ def users(engine: Engine, email: str) -> list[User]:
 
 
 @pytest.mark.sqlite_only
-def test_the_key_decides_the_one_algorithm(sso_settings: Settings, keys: Keys) -> None:
+def test_the_key_decides_the_one_algorithm(sso_settings: Settings, keys: Keys,
+                                           tmp_path: Path) -> None:
     """An ES256 IdP: its tokens verify, RS256 ones are refused; no key: SSO is off (503)."""
     idp = ec.generate_private_key(ec.SECP256R1())
     sso_settings.sso_idp_public_key = idp.public_key().public_bytes(
@@ -176,6 +177,13 @@ def test_the_key_decides_the_one_algorithm(sso_settings: Settings, keys: Keys) -
     with pytest.raises(SsoRefused) as off:
         IdTokenVerifier(sso_settings)
     assert (off.value.status, off.value.code) == (503, "sso_not_configured")
+    for broken in (str(tmp_path / "no-such-key.pem"), str(tmp_path),
+                   "-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n"):
+        sso_settings.sso_idp_public_key = broken  # a missing file, a directory, a bad PEM
+        with pytest.raises(SsoRefused) as off:
+            IdTokenVerifier(sso_settings)
+        assert (off.value.status, off.value.code) == (503, "sso_not_configured"), broken
+        assert "INVITES_SSO_IDP_PUBLIC_KEY" in off.value.message
 
 
 async def test_a_first_login_provisions_a_member_once_and_a_replay_is_refused(
@@ -267,10 +275,22 @@ async def test_bad_tokens_are_401_and_foreign_domains_403_and_nothing_is_written
         assert r.json()["error"] == {"code": "domain_not_verified", "field": "email",
                                      "message": r.json()["error"]["message"]}
         assert address in r.json()["error"]["message"]
+    unverified: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
+        ("false", {"email_verified": False}, ()), ("missing", {}, ("email_verified",)),
+        ("the string false", {"email_verified": "false"}, ()), ("0", {"email_verified": 0}, ()),
+        ("1", {"email_verified": 1}, ()), ("null", {"email_verified": None}, ())]
+    for what, override, drop in unverified:
+        nonce = await start(http, corp.account_id)
+        r = await login(http, corp.account_id,
+                        id_token(keys.idp, nonce, email, drop=drop, **override), nonce)
+        assert r.status_code == 403, (what, r.text)
+        assert r.json()["error"]["code"] == "email_not_verified", (what, r.json())
+    assert users(engine, email) == []
+    yes = f"yes@{corp.domain}"  # the JSON string "true" some IdPs send is a yes
     nonce = await start(http, corp.account_id)
     r = await login(http, corp.account_id,
-                    id_token(keys.idp, nonce, email, email_verified=False), nonce)
-    assert r.status_code == 403 and r.json()["error"]["code"] == "email_not_verified"
+                    id_token(keys.idp, nonce, yes, email_verified="true"), nonce)
+    assert r.status_code == 200 and r.json()["outcome"] == "provisioned", r.text
 
     # Lost verification: the record is withdrawn and the re-check runs.
     zone.withdraw(corp.domain)
@@ -280,6 +300,16 @@ async def test_bad_tokens_are_401_and_foreign_domains_403_and_nothing_is_written
     assert r.status_code == 403
     assert users(engine, email) == []
     assert (await http.post("/sso/999999/start")).status_code == 404
+    for out_of_range in ("100000000000000000000", str(2**63), "0", "-1"):
+        r = await http.post(f"/sso/{out_of_range}/start")  # a 422, not an OverflowError
+        assert r.status_code == 422, (out_of_range, r.text)
+        r = await http.post(f"/sso/{out_of_range}/login", data={"id_token": "x", "nonce": "y"})
+        assert r.status_code == 422, (out_of_range, r.text)
+
+    sso_settings.sso_idp_public_key = str(sso_settings.sso_idp_public_key) + ".gone"
+    nonce = await start(http, corp.account_id)
+    r = await login(http, corp.account_id, id_token(keys.idp, nonce, email), nonce)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "sso_not_configured", r.text
 
 
 @pytest.mark.sqlite_only
