@@ -353,6 +353,9 @@ class DomainSweepActivities:
                 .select_from(PEOPLE.join(INV, INV.c.id == PEOPLE.c.invitation_id))
                 .where(PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,
                        PEOPLE.c.state == PersonState.INVITED.value,
+                       # Recorded with a reason: already invited by another path, not
+                       # started by the sweep.
+                       PEOPLE.c.reason.is_(None),
                        INV.c.status.in_(OPEN_VALUES))
                 .order_by(PEOPLE.c.id)).scalars())
 

@@ -4,7 +4,10 @@ email change (domains/sweep.py `change_email_rows`).
 
     found --> notified                     (notify: the mail went out, exactly once)
     found --> invited --> (invitation ends: see the Invitation row)
-    found --> skipped                      (already invited by another path)
+                                           (already invited by another path: invited with
+                                            that invitation's id and a reason; not started
+                                            by the sweep, so not revoked by its cancel)
+    found --> skipped                      (refused at start)
     invited|found --> email_changed        (moved to an email off the domain)
 
 `sign_ins` counts the sign-ins of a consolidating person since they were invited;

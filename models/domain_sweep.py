@@ -35,7 +35,7 @@ class PersonState(StrEnum):
     FOUND = "found"
     NOTIFIED = "notified"
     INVITED = "invited"
-    SKIPPED = "skipped"  # already invited (by this or another path), or refused at start
+    SKIPPED = "skipped"  # handled by an earlier sweep, or refused at start
     EMAIL_CHANGED = "email_changed"  # moved to an email off the domain: out of the sweep
 
 
@@ -160,8 +160,12 @@ class Marked(BaseModel):
 
 class InvitedPerson(BaseModel):
     email: str
-    invitation_id: str | None  # None: not started (already invited elsewhere, refused)
+    invitation_id: str | None  # None: not started (refused)
     reason: str | None = None
+    # Their invitation to the account was open already (started by hand, by SSO...): the
+    # sweep records it (invitation_id, state invited) but did not start it, so it counts it
+    # as skipped and a cancel with --revoke-started leaves it open.
+    already: bool = False
 
 
 class RecordInvited(BaseModel):

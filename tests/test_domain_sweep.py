@@ -289,7 +289,9 @@ async def test_invite_sweep_brings_everyone_to_the_right_state(
     p = await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING,
                     "the fan-out to end")
     assert (p.counts.found, p.counts.invited, p.counts.skipped) == (4, 3, 1)
-    assert person(engine, world, "early").reason == "already invited: an invitation is open"
+    early = person(engine, world, "early")  # followed (tally, change-email), not started
+    assert (early.state, early.invitation_id, early.reason) == (
+        "invited", world.wid("early"), "already invited: an invitation is open")
 
     async def listed() -> set[str] | None:  # visibility is eventually consistent
         ids = {w.id async for w in dev_env.client.list_workflows(
@@ -306,7 +308,8 @@ async def test_invite_sweep_brings_everyone_to_the_right_state(
     assert (blocked.outcome, blocked.error_code) == ("blocked", 1009)
     p = await until(dev_env.client, world, lambda p: p.counts.completed == 2,
                     "two joins to complete", within=60)
-    assert (p.counts.blocked, p.counts.open, p.status) == (1, 1, SweepStatus.WATCHING)
+    # Open: the blocked one and early's (the tally follows the invitation it did not start).
+    assert (p.counts.blocked, p.counts.open, p.status) == (1, 2, SweepStatus.WATCHING)
     with Session(engine) as s:
         paula = s.exec(select(User).where(User.email == world.people["paula"])).one()
         assert paula.account_id == world.org_id
@@ -315,7 +318,7 @@ async def test_invite_sweep_brings_everyone_to_the_right_state(
     # the sweep's) stays open.
     handle = dev_env.client.get_workflow_handle(wid, result_type=SweepResult)
     done = await dev_sweeps.cancel(world.org_id, world.domain, revoke_started=True)
-    assert done.status == SweepStatus.CANCELLED and done.counts.open == 0
+    assert done.status == SweepStatus.CANCELLED and done.counts.open == 1  # early's
     assert status_of(engine, world.wid("blocked")) == S.REVOKED.value
     assert status_of(engine, world.wid("early")) == S.PENDING.value
     assert (await handle.result()).status == SweepStatus.CANCELLED
@@ -376,6 +379,40 @@ async def test_pause_worker_restart_resume_then_cancel_leaves_invitations_open(
 
 
 # ------------------------------------------------------------------- consolidation grace
+
+
+@pytest.mark.sqlite_only
+async def test_an_invitation_open_before_the_sweep_is_followed_and_revoked_on_email_change(
+    dev_sweeps: SweepsClient, dev_env: WorkflowEnvironment, engine: Engine,
+    settings: Settings,
+) -> None:
+    """Bob was invited by hand before the consolidation: the sweep does not start a second
+    invitation, but records his (invited, its id), so the tally counts it and his email
+    change revokes it."""
+    world = domain_world(engine, settings, bob=None, amy=None)
+    invitations = InvitationsClient(dev_env.client, settings, engine)
+    await invitations.invite(world.org_id, ADMIN, world.people["bob"])
+    await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="consolidate")
+    p = await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING and
+                    p.counts.open == 2, "fan-out and the count")
+    assert (p.counts.found, p.counts.invited, p.counts.skipped) == (2, 1, 1)  # not twice
+    bob = person(engine, world, "bob")
+    assert (bob.state, bob.invitation_id, bob.reason) == (
+        "invited", world.wid("bob"), "already invited: an invitation is open")
+    new = f"bob.{uuid.uuid4().hex[:6]}@elsewhere.example"
+    changed = await dev_sweeps.change_email(world.people["bob"], new)
+    assert changed["revoked"] == [world.wid("bob")]
+    assert status_of(engine, world.wid("bob")) == S.REVOKED.value
+    row = person(engine, world, "bob")
+    assert (row.state, row.invitation_id, row.new_email) == (
+        "email_changed", world.wid("bob"), new)
+    p = await until(dev_env.client, world, lambda p: p.counts.email_changed == 1,
+                    "the email change counted")
+    assert p.counts.open == 1  # amy's
+    done = await dev_sweeps.cancel(world.org_id, world.domain, revoke_started=True)
+    assert done.counts.open == 0
+
+
 
 
 @pytest.mark.sqlite_only

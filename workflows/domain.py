@@ -187,10 +187,10 @@ class DomainWorkflow:
                 if self._cancel is not None:
                     return None
                 started = await self._start_invitation(person)
-                if started.invitation_id:
+                if started.invitation_id and not started.already:
                     self._counts.invited += 1
                 else:
-                    self._counts.skipped += 1
+                    self._counts.skipped += 1  # already invited by another path
                 return started
 
         results = await asyncio.gather(*(one(p) for p in people))
@@ -222,7 +222,10 @@ class DomainWorkflow:
                 static_details=f"**Domain sweep:** {inp.domain} ({self._id}), "
                                f"{inp.mode.value}, started by {inp.started_by}")
         except WorkflowAlreadyStartedError:
-            return InvitedPerson(email=person.email, invitation_id=None,
+            # Their invitation to this account is open already (by hand, by SSO): the id is
+            # the same (deterministic), so the sweep records it and follows it (tally,
+            # change-email) without having started it.
+            return InvitedPerson(email=person.email, invitation_id=wid, already=True,
                                  reason="already invited: an invitation is open")
         return InvitedPerson(email=person.email, invitation_id=wid)
 
