@@ -240,6 +240,7 @@ class DomainSweepActivities:
                     PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,
                     PEOPLE.c.email == p.email, PEOPLE.c.state.in_(INVITABLE_VALUES))
                     .values(state=state.value, invitation_id=p.invitation_id, reason=p.reason,
+                            sweep_run_id=None if p.already else req.sweep_run_id,
                             updated_at=datetime.now(UTC))).rowcount
                 if done:
                     marked.done += 1
@@ -328,9 +329,10 @@ class DomainSweepActivities:
     # --- cancel with --revoke-started --------------------------------------------------------
     @activity.defn(name="revoke_domain_invitations")
     async def revoke_started(self, req: RevokeStarted) -> Revoked:
-        """Revoke every open invitation the sweep started, through the invitation's own
-        `revoke` update (its reason recorded, claim released, both told). One that moves data
-        already, or has ended, is left as it is."""
+        """Revoke every open invitation this sweep started (its first run id: not those of
+        earlier sweeps of the domain, which their own cancels left open), through the
+        invitation's own `revoke` update (its reason recorded, claim released, both told).
+        One that moves data already, or has ended, is left as it is."""
         ids = await asyncio.to_thread(self._open_invitations, req)
         # The client's revoke: the update, then the row shows the end at once (as
         # `starter.py revoke` does), so that the count after this sees it.
@@ -353,9 +355,9 @@ class DomainSweepActivities:
                 .select_from(PEOPLE.join(INV, INV.c.id == PEOPLE.c.invitation_id))
                 .where(PEOPLE.c.account_id == req.account_id, PEOPLE.c.domain == req.domain,
                        PEOPLE.c.state == PersonState.INVITED.value,
-                       # Recorded with a reason: already invited by another path, not
-                       # started by the sweep.
-                       PEOPLE.c.reason.is_(None),
+                       # Started by this sweep: not by an earlier sweep of the domain
+                       # (same workflow id), nor by another path (already invited: None).
+                       PEOPLE.c.sweep_run_id == req.sweep_run_id,
                        INV.c.status.in_(OPEN_VALUES))
                 .order_by(PEOPLE.c.id)).scalars())
 

@@ -43,6 +43,10 @@ class DomainSweepPerson(SQLModel, table=True):
     mode: str  # the SweepMode of the sweep that found them
     state: str = "found"  # a PersonState
     invitation_id: str | None = Field(default=None, index=True)
+    # The sweep run that started invitation_id (the DomainWorkflow's first execution run
+    # id: the same across continue-as-new); None when it did not start it (already
+    # invited by another path). A cancel with --revoke-started revokes only its own.
+    sweep_run_id: str | None = None
     sign_ins: int = 0
     last_sign_in_key: str | None = None
     reason: str | None = None  # why skipped / why the email changed

@@ -171,6 +171,7 @@ class InvitedPerson(BaseModel):
 class RecordInvited(BaseModel):
     account_id: int
     domain: str
+    sweep_run_id: str  # the sweep's first execution run id: who started these invitations
     people: list[InvitedPerson]
 
 
@@ -193,6 +194,7 @@ class Tallied(BaseModel):
 class RevokeStarted(BaseModel):
     account_id: int
     domain: str
+    sweep_run_id: str  # only what this sweep started (not earlier sweeps of the domain)
     by: str
     reason: str
 

@@ -378,6 +378,37 @@ async def test_pause_worker_restart_resume_then_cancel_leaves_invitations_open(
         await _end_leftovers(dev_env.client, engine)
 
 
+@pytest.mark.sqlite_only
+async def test_revoke_started_leaves_the_invitations_of_an_earlier_sweep_open(
+    dev_sweeps: SweepsClient, dev_env: WorkflowEnvironment, engine: Engine,
+    settings: Settings,
+) -> None:
+    """A first sweep is cancelled leaving its invitations open; a second sweep of the same
+    domain (same workflow id) invites only the newcomer, and its cancel with
+    --revoke-started revokes that one only."""
+    world = domain_world(engine, settings, ann=None, bob=None)
+    await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="invite")
+    await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING, "fan-out")
+    first = await dev_sweeps.cancel(world.org_id, world.domain)
+    assert "left open" in (first.reason or "")
+    with write_session(engine) as s:  # a newcomer after the first sweep
+        create_individual(s, settings.recordings_dir, IndividualSpec(
+            email=f"cal@{world.domain}", first_name="Cal"))
+        s.commit()
+    world.people["cal"] = f"cal@{world.domain}"
+    await dev_sweeps.start(world.org_id, ADMIN, world.domain, mode="invite")
+    p = await until(dev_env.client, world, lambda p: p.status == SweepStatus.WATCHING,
+                    "second fan-out")
+    assert (p.counts.found, p.counts.invited, p.counts.skipped) == (3, 1, 2)
+    done = await dev_sweeps.cancel(world.org_id, world.domain, revoke_started=True)
+    assert status_of(engine, world.wid("cal")) == S.REVOKED.value
+    for key in ("ann", "bob"):  # the first sweep's: still open
+        assert status_of(engine, world.wid(key)) == S.PENDING.value
+    assert done.counts.open == 2
+    for key in ("ann", "bob"):
+        await InvitationsClient(dev_env.client, settings, engine).revoke(world.wid(key))
+
+
 # ------------------------------------------------------------------- consolidation grace
 
 

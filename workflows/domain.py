@@ -82,6 +82,8 @@ class DomainWorkflow:
         carried = input.carried or SweepCarried()
         self._input = input
         self._id = workflow.info().workflow_id
+        # This sweep, across continue-as-new (earlier sweeps of the domain share its id).
+        self._run_id = workflow.info().first_execution_run_id
         self._cursor = carried.cursor
         self._counts = carried.counts.model_copy()
         self._status = carried.status
@@ -199,7 +201,7 @@ class DomainWorkflow:
             await workflow.execute_activity_method(
                 DomainSweepActivities.record_invited,
                 RecordInvited(account_id=self._input.account_id, domain=self._input.domain,
-                              people=done),
+                              sweep_run_id=self._run_id, people=done),
                 summary=f"Record {len(done)} invitations", **STEP)
 
     async def _start_invitation(self, person: Person) -> InvitedPerson:
@@ -277,7 +279,7 @@ class DomainWorkflow:
             await workflow.execute_activity_method(
                 DomainSweepActivities.revoke_started,
                 RevokeStarted(account_id=self._input.account_id, domain=self._input.domain,
-                              by=req.by or self._input.started_by,
+                              sweep_run_id=self._run_id, by=req.by or self._input.started_by,
                               reason=req.reason or f"the {self._input.domain} sweep was "
                                                    "cancelled"),
                 summary="Revoke the invitations this sweep started", **SLOW_STEP)

@@ -33,6 +33,7 @@ def upgrade() -> None:
     sa.Column('mode', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('state', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('invitation_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
+    sa.Column('sweep_run_id', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('sign_ins', sa.Integer(), nullable=False),
     sa.Column('last_sign_in_key', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
