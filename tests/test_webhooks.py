@@ -246,6 +246,8 @@ def test_a_delivery_goes_to_the_address_it_checked(tmp_path: Path) -> None:
     target = pinned("http://localhost:8123/hooks?x=1", dev)
     assert target.url in ("http://127.0.0.1:8123/hooks?x=1", "http://[::1]:8123/hooks?x=1")
     assert (target.host_header, target.sni_hostname) == ("localhost:8123", None)
+    v6 = pinned("https://[::1]:8443/h", dev)
+    assert (v6.url, v6.host_header) == ("https://[::1]:8443/h", "[::1]:8443")
     tls = pinned("https://93.184.216.34/h", Settings(data_dir=tmp_path))
     assert (tls.url, tls.host_header, tls.sni_hostname) == (
         "https://93.184.216.34/h", "93.184.216.34", "93.184.216.34")

@@ -106,8 +106,9 @@ def pinned(url: str, settings: Settings) -> Pinned:
     literal = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
     netloc = f"{literal}:{parts.port}" if parts.port else literal
     name = parts.hostname or host
+    shown = f"[{name}]" if ":" in name else name  # an IPv6 literal keeps its brackets
     return Pinned(url=urlunsplit(parts._replace(netloc=netloc)),
-                  host_header=f"{name}:{parts.port}" if parts.port else name,
+                  host_header=f"{shown}:{parts.port}" if parts.port else shown,
                   sni_hostname=name if parts.scheme == "https" else None)
 
 
