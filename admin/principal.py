@@ -11,10 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy import Engine, func
-from sqlmodel import Session, col, select
-
-from models.tables import Role, User
+from models.tables import Role
 
 ADMIN_ROLES = (Role.OWNER, Role.ADMIN)
 
@@ -26,11 +23,3 @@ class Principal:
     via: Literal["session", "token"]
     token_id: int | None = None
 
-
-def admin_of(engine: Engine, account_id: int, email: str) -> User | None:
-    """The account's owner or admin with this email (case-insensitive), if there is one."""
-    with Session(engine) as session:
-        return session.exec(select(User).where(
-            col(User.account_id) == account_id,
-            func.lower(col(User.email)) == email.strip().lower(),
-            col(User.role).in_(ADMIN_ROLES))).first()

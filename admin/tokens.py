@@ -30,12 +30,11 @@ from sqlmodel import Session, col, select
 
 from admin.principal import ADMIN_ROLES, Principal
 from admin.problems import Problem
-from invitations.errors import InvitationError, NotAnAdmin, UnknownAccount
+from invitations.errors import InvitationError, UnknownAccount
+from invitations.validation import check_account_admin
 from models.api_tables import ApiToken
 from models.db import write_session
-from models.ids import normalise_email
-from models.platform import is_admin_of
-from models.tables import Account, AccountKind, AuditEvent, User
+from models.tables import Account, AuditEvent, User
 
 TOKEN_RE = re.compile(r"^(inv_[0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
@@ -81,14 +80,7 @@ def _info(row: ApiToken) -> TokenInfo:
 
 def _admin(session: Session, account_id: int, by: str) -> User:
     """The same checks and errors as `starter.py invite --by` (invitations.validation)."""
-    account = session.get(Account, account_id)
-    if account is None or account.kind != AccountKind.BUSINESS:
-        raise UnknownAccount(f"there is no business account with id {account_id}")
-    admin = is_admin_of(session, normalise_email(by), account_id)
-    if admin is None or admin.id is None:
-        raise NotAnAdmin(f"{by} is not an owner or admin of {account.name} (account "
-                         f"{account_id}); only they can manage its API tokens")
-    return admin
+    return check_account_admin(session, account_id, by, "manage its API tokens")[1]
 
 
 def create_token(engine: Engine, account_id: int, by: str, name: str) -> CreatedToken:

@@ -69,14 +69,23 @@ class _Seats:
     used: int  # licensed members + open licensed invitations + licensed rows so far
 
 
-def check_inviter(session: Session, account_id: int, by: str) -> Inviter:
+def check_account_admin(session: Session, account_id: int, by: str,
+                        only_they_can: str) -> tuple[Account, User]:
+    """The business account and its owner or admin `by`, or the errors every `--by` gets
+    (inviting, API tokens, webhooks): UnknownAccount, NotAnAdmin."""
     account = session.get(Account, account_id)
     if account is None or account.kind != AccountKind.BUSINESS:
         raise UnknownAccount(f"there is no business account with id {account_id}")
     admin = is_admin_of(session, normalise_email(by), account_id)
     if admin is None or admin.id is None:
         raise NotAnAdmin(f"{by} is not an owner or admin of {account.name} (account "
-                         f"{account_id}); only they can invite")
+                         f"{account_id}); only they can {only_they_can}")
+    return account, admin
+
+
+def check_inviter(session: Session, account_id: int, by: str) -> Inviter:
+    account, admin = check_account_admin(session, account_id, by, "invite")
+    assert admin.id is not None
     if not account.paid:
         raise AccountNotPaid(f"{account.name} (account {account_id}) is not on a paid plan; "
                              "upgrade it before inviting users into it")

@@ -11,11 +11,9 @@ from sqlalchemy import Engine, Table, delete, func, select
 from sqlmodel import Session
 
 from config import Settings
-from invitations.errors import NotAnAdmin, UnknownAccount
+from invitations.validation import check_account_admin
 from models.db import insert_for, write_transaction
 from models.ids import normalise_email
-from models.platform import is_admin_of
-from models.tables import Account, AccountKind
 from webhooks import signing
 from webhooks.errors import (
     DuplicateWebhook,
@@ -57,12 +55,7 @@ class NewEndpoint(EndpointView):
 
 def check_admin(engine: Engine, account_id: int, by: str) -> None:
     with Session(engine) as session:
-        account = session.get(Account, account_id)
-        if account is None or account.kind != AccountKind.BUSINESS:
-            raise UnknownAccount(f"there is no business account with id {account_id}")
-        if is_admin_of(session, normalise_email(by), account_id) is None:
-            raise NotAnAdmin(f"{by} is not an owner or admin of {account.name} (account "
-                             f"{account_id}); only they can manage its webhooks")
+        check_account_admin(session, account_id, by, "manage its webhooks")
 
 
 def add_endpoint(engine: Engine, settings: Settings, *, account_id: int, by: str, url: str,
