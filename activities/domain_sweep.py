@@ -17,12 +17,11 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
 
-import aiosmtplib
 from sqlalchemy import Engine, Table, and_, func, or_, select, update
 from sqlmodel import Session
 from temporalio import activity
 
-from activities.mail import SENT, message_id
+from activities.mail import SENT, SmtpSession, message_id
 from config import Settings
 from domains.claims import verified_domain
 from domains.sweep_tables import DomainSweepPerson
@@ -168,29 +167,19 @@ class DomainSweepActivities:
         keys = {p.email: notice_key(req.account_id, req.domain, p.email) for p in req.people}
         sent = await asyncio.to_thread(self._sent_keys, list(keys.values()))
         marked = Marked()
-        smtp: aiosmtplib.SMTP | None = None
-        try:
+        async with SmtpSession(self.settings) as session:
             for person in req.people:
                 key = keys[person.email]
                 if key in sent:
                     marked.already += 1
                 else:
-                    if smtp is None:
-                        smtp = aiosmtplib.SMTP(hostname=self.settings.smtp_host,
-                                               port=self.settings.smtp_port, timeout=10)
-                        await smtp.connect()
+                    smtp = await session.connection()
                     subject, data = self._notice(req, person, key)
                     await smtp.sendmail(parseaddr(self.settings.mail_from)[1],
                                         [person.email], data)
                     await asyncio.to_thread(self._record_sent, key, person.email, subject)
                     marked.done += 1
                 activity.heartbeat(person.email)
-        finally:
-            if smtp is not None and smtp.is_connected:
-                try:
-                    await smtp.quit()
-                except aiosmtplib.SMTPException:
-                    smtp.close()
         await asyncio.to_thread(self._mark, req.account_id, req.domain,
                                 [p.email for p in req.people], PersonState.NOTIFIED, None)
         return marked

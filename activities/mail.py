@@ -54,6 +54,32 @@ ERR_BAD_EMAIL_REQUEST = "BadEmailRequest"
 SENT: Table = SentEmail.__table__  # type: ignore[attr-defined]
 
 
+class SmtpSession:
+    """One SMTP connection for the messages of one activity: opened at the first message
+    that is really sent (none when every key was sent before), quit at the end."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.smtp: aiosmtplib.SMTP | None = None
+
+    async def connection(self) -> aiosmtplib.SMTP:
+        if self.smtp is None:
+            self.smtp = aiosmtplib.SMTP(hostname=self.settings.smtp_host,
+                                        port=self.settings.smtp_port, timeout=10)
+            await self.smtp.connect()
+        return self.smtp
+
+    async def __aenter__(self) -> SmtpSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.smtp is not None and self.smtp.is_connected:
+            try:
+                await self.smtp.quit()
+            except aiosmtplib.SMTPException:
+                self.smtp.close()
+
+
 @dataclass(frozen=True)
 class RenderedEmail:
     subject: str
@@ -168,28 +194,17 @@ class MailActivities:
     async def send_emails(self, batch: EmailBatch) -> list[EmailResult]:
         """Each message in order over one SMTP session; a retry skips the ones already
         sent (their keys)."""
-        smtp: aiosmtplib.SMTP | None = None
         sent = await asyncio.to_thread(self._already_sent,
                                        [req.message_key for req in batch.messages])
-        try:
+        async with SmtpSession(self.settings) as session:
             results = []
             for req in batch.messages:
                 if req.message_key in sent:
                     results.append(EmailResult(message_key=req.message_key, sent=False,
                                                subject=sent[req.message_key]))
                     continue
-                if smtp is None:
-                    smtp = aiosmtplib.SMTP(hostname=self.settings.smtp_host,
-                                           port=self.settings.smtp_port, timeout=10)
-                    await smtp.connect()
-                results.append(await self._deliver(req, smtp))
+                results.append(await self._deliver(req, await session.connection()))
             return results
-        finally:
-            if smtp is not None and smtp.is_connected:
-                try:
-                    await smtp.quit()
-                except aiosmtplib.SMTPException:
-                    smtp.close()
 
     @activity.defn(name="send_email")
     async def send_email(self, req: EmailRequest) -> EmailResult:
