@@ -14,7 +14,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, update
+from sqlalchemy import Engine, Table, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -43,7 +43,7 @@ from models.claims import (
     seats_taken,
     take_claim,
 )
-from models.db import as_utc, prepared, write_session, write_transaction
+from models.db import as_utc, write_session, write_transaction
 from models.ids import normalise_email, refund_idempotency_key, reversal_idempotency_key
 from models.money import prorated_refund_minor
 from models.payloads import (
@@ -60,7 +60,7 @@ from models.platform import (
     reports_left_behind,
     settings_changes,
 )
-from models.records import record_change, upsert_invitation
+from models.records import insert_event_once, record_change, upsert_invitation
 from models.tables import (
     Account,
     AuditEvent,
@@ -94,18 +94,11 @@ def add_event_once(
     session: Session, *, invitation_id: str, kind: str, at: datetime,
     account_id: int | None, detail: dict[str, Any],
 ) -> bool:
-    """Audit events are keyed by (invitation, kind, time): the workflow's clock makes a
-    retried activity write the same key, so it is written once."""
-    key = {"invitation_id": invitation_id, "kind": kind, "at": as_utc(at)}
+    """The audit event once (models.records.insert_event_once), and its webhooks."""
     conn = session.connection()
-    exists = conn.execute(prepared(conn, "event_exists", lambda: select(EVENTS.c.id).where(
-        EVENTS.c.invitation_id == bindparam("invitation_id"),
-        EVENTS.c.kind == bindparam("kind"), EVENTS.c.at == bindparam("at"),
-    ).limit(1)), key).first()
-    if exists is not None:
+    if not insert_event_once(conn, invitation_id=invitation_id, kind=kind, at=at,
+                             account_id=account_id, detail=detail):
         return False
-    # A Core INSERT: nothing reads the event back, so no ORM object (and no flush) for it.
-    conn.execute(EVENTS.insert(), key | {"account_id": account_id, "detail": detail})
     # Its webhooks (e.g. "invited" -> created) in the same transaction: webhooks/outbox.py.
     outbox.enqueue_event(conn, invitation_id=invitation_id, account_id=account_id, kind=kind,
                          at=at, detail=detail)

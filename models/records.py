@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlmodel import Session, col
 
 from models import claims
@@ -52,6 +52,22 @@ def upsert_invitation(
     conn.execute(prepared(conn, "upsert_invitation", build), values)
 
 
+def insert_event_once(conn: Connection, *, invitation_id: str, kind: str, at: datetime,
+                      account_id: int | None, detail: dict[str, Any]) -> bool:
+    """Audit events are keyed by (invitation, kind, time): the workflow's clock makes a
+    retried activity write the same key, so it is written once. True if written now."""
+    key = {"invitation_id": invitation_id, "kind": kind, "at": as_utc(at)}
+    exists = conn.execute(prepared(conn, "event_exists", lambda: select(EVENTS.c.id).where(
+        EVENTS.c.invitation_id == bindparam("invitation_id"),
+        EVENTS.c.kind == bindparam("kind"), EVENTS.c.at == bindparam("at"),
+    ).limit(1)), key).first()
+    if exists is not None:
+        return False
+    # A Core INSERT: nothing reads the event back, so no ORM object (and no flush) for it.
+    conn.execute(EVENTS.insert(), key | {"account_id": account_id, "detail": detail})
+    return True
+
+
 def record_change(conn: Connection, change: StatusChange) -> None:
     """Write one status change of the workflow (and the states it passed through before
     it) to the Invitation row and the audit trail, and let the person's join claim follow
@@ -77,14 +93,9 @@ def record_change(conn: Connection, change: StatusChange) -> None:
         claims.release(conn, change.invitation_id)
     notes: list[AuditNote | StatusChange] = [*change.earlier, change]
     for note in notes:
-        at = as_utc(note.at)
-        exists = conn.execute(select(EVENTS.c.id).where(
-            EVENTS.c.invitation_id == change.invitation_id, EVENTS.c.kind == note.event,
-            EVENTS.c.at == at).limit(1)).first()
-        if exists is None:
-            conn.execute(EVENTS.insert().values(
-                at=at, invitation_id=change.invitation_id, account_id=account_id,
-                kind=note.event, detail={"status": note.status.value, **note.detail}))
+        insert_event_once(conn, invitation_id=change.invitation_id, kind=note.event,
+                          at=note.at, account_id=account_id,
+                          detail={"status": note.status.value, **note.detail})
     # The same transaction writes the webhooks' outbox rows (nothing without endpoints).
     outbox.enqueue(conn, change.invitation_id, account_id, [
         outbox.Note(kind=n.event, at=as_utc(n.at), status=n.status.value, detail=n.detail)
