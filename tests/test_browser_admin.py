@@ -8,34 +8,29 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from admin.sessions import SIGNIN_MAIL_KIND
-from config import ROOT, Settings
+from config import Settings
 from invitations.client import InvitationsClient
 from mailcatcher import read_messages
 from models.ids import invitation_id
 from models.seed import IndividualSpec, create_individual, create_org
 from models.tables import SentEmail
+from tests.browsing import chromium, uvicorn_app
 from tests.conftest import ARTIFACTS, free_port, new_worker
 from tests.workflow_helpers import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ADMIN = "admin@acme.test"
 
 
@@ -57,36 +52,15 @@ def console_site(dev_env: WorkflowEnvironment, settings: Settings, smtp: Path
         "INVITES_SMTP_HOST": served.smtp_host,
         "INVITES_SMTP_PORT": str(served.smtp_port),
     })
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "admin.app:create_admin_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--no-server-header"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{served.admin_base_url}/signin", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    raise RuntimeError(f"admin app did not start:\n{out}") from None
-                time.sleep(0.1)
+    with uvicorn_app("admin.app:create_admin_app", port, env, f"{served.admin_base_url}/signin",
+                     "admin app", "--no-server-header"):
         yield served
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                            args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 async def shot(page: Page, name: str) -> None:

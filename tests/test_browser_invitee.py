@@ -8,34 +8,29 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
-from config import ROOT, Settings
+from config import Settings
 from linkhandler.present import BASIC_LIMITS
 from mailcatcher import read_messages
 from models.ids import invitation_id
 from models.payloads import InvitationInput, UserType
 from models.seed import IndividualSpec, create_individual, create_org
 from models.tables import Room, User
+from tests.browsing import chromium, uvicorn_app
 from tests.conftest import ARTIFACTS, free_port, new_worker
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
@@ -51,35 +46,15 @@ def site(dev_env: WorkflowEnvironment, settings: Settings, smtp: Path) -> Iterat
         "INVITES_LINK_SECRET": served.link_secret.get_secret_value(),
         "INVITES_PUBLIC_BASE_URL": served.public_base_url,
     })
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "linkhandler.app:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"{served.public_base_url}/healthz", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    out = proc.stdout.read().decode() if proc.stdout else ""
-                    raise RuntimeError(f"link handler did not start:\n{out}") from None
-                time.sleep(0.1)
+    with uvicorn_app("linkhandler.app:create_app", port, env, f"{served.public_base_url}/healthz",
+                     "link handler"):
         yield served
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        chromium = await pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                            args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
+    async with chromium() as launched:
+        yield launched
 
 
 def seed(engine: Engine, settings: Settings, email: str, spec: IndividualSpec) -> int:

@@ -24,6 +24,7 @@ from invitations import InvitationsClient
 from models import search_attributes
 from models.payloads import AcceptRequest
 from payload_codec import new_key_spec
+from tests.browsing import chromium
 from tests.conftest import ARTIFACTS, _binary, free_port, new_worker
 from tests.test_codec import TOKEN
 from tests.test_hardening import individual
@@ -32,8 +33,6 @@ from tests.test_security import clean_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.fixture
@@ -80,7 +79,6 @@ async def test_the_web_ui_shows_decoded_progress(
     stack: tuple[WorkflowEnvironment, Settings, str], engine: Engine,
 ) -> None:
     from playwright.async_api import Error as PlaywrightError
-    from playwright.async_api import async_playwright
 
     env, shared, ui = stack
     rita = f"rita.{uuid.uuid4().hex[:8]}@example.com"
@@ -92,29 +90,24 @@ async def test_the_web_ui_shows_decoded_progress(
         assert (await invitations.accept(wid, AcceptRequest())).outcome == "blocked"
         url = f"{ui}/namespaces/default/workflows/{urllib.parse.quote(wid)}"
         ARTIFACTS.mkdir(exist_ok=True)
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path="/usr/bin/chromium",
-                                               args=CHROMIUM_ARGS)
-            try:
-                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-                await page.goto(url)
+        async with chromium() as browser:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            await page.goto(url)
 
-                async def decoded() -> bool:
-                    texts = []
-                    for frame in page.frames:
-                        try:
-                            texts.append(await frame.inner_text("body", timeout=1_000))
-                        except PlaywrightError:
-                            continue
-                    text = "\n".join(texts).replace("’", "'")
-                    # Summary and current details: encrypted payloads, shown decoded.
-                    return f"Invite {rita} to Acme" in text and "Rita's Codec Room" in text
-                try:
-                    await page.get_by_text("User Metadata").first.click(timeout=30_000)
-                    await until(decoded, seconds=60)
-                finally:
-                    await page.screenshot(path=str(ARTIFACTS / "temporal-ui-decoded.png"),
-                                          full_page=True)
+            async def decoded() -> bool:
+                texts = []
+                for frame in page.frames:
+                    try:
+                        texts.append(await frame.inner_text("body", timeout=1_000))
+                    except PlaywrightError:
+                        continue
+                text = "\n".join(texts).replace("’", "'")
+                # Summary and current details: encrypted payloads, shown decoded.
+                return f"Invite {rita} to Acme" in text and "Rita's Codec Room" in text
+            try:
+                await page.get_by_text("User Metadata").first.click(timeout=30_000)
+                await until(decoded, seconds=60)
             finally:
-                await browser.close()
+                await page.screenshot(path=str(ARTIFACTS / "temporal-ui-decoded.png"),
+                                      full_page=True)
         await invitations.revoke(wid)
