@@ -173,10 +173,9 @@ class DomainSweepActivities:
                 if key in sent:
                     marked.already += 1
                 else:
-                    smtp = await session.connection()
                     subject, data = self._notice(req, person, key)
-                    await smtp.sendmail(parseaddr(self.settings.mail_from)[1],
-                                        [person.email], data)
+                    await session.sendmail(parseaddr(self.settings.mail_from)[1],
+                                           [person.email], data)
                     await asyncio.to_thread(self._record_sent, key, person.email, subject)
                     marked.done += 1
                 activity.heartbeat(person.email)

@@ -14,6 +14,8 @@ import asyncio
 import functools
 import hashlib
 import logging
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.charset import QP, Charset
@@ -54,30 +56,72 @@ ERR_BAD_EMAIL_REQUEST = "BadEmailRequest"
 SENT: Table = SentEmail.__table__  # type: ignore[attr-defined]
 
 
+# SMTP connections kept between activities, per event loop and server: connecting, the
+# greeting and EHLO cost more than a message. One is reused only if idle for less than
+# IDLE_SECONDS (servers close idle ones after minutes); at most POOL_SIZE are kept.
+IDLE_SECONDS = 20.0
+POOL_SIZE = 8
+_Pool = dict[tuple[str, int], list[tuple[aiosmtplib.SMTP, float]]]
+_POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = \
+    weakref.WeakKeyDictionary()
+
+
 class SmtpSession:
-    """One SMTP connection for the messages of one activity: opened at the first message
-    that is really sent (none when every key was sent before), quit at the end."""
+    """One SMTP connection for the messages of one activity: taken at the first message
+    that is really sent (none when every key was sent before), from the connections kept
+    by earlier activities or new; kept for the next one if everything went well, else
+    closed. A kept connection the server closed meanwhile is replaced once, before
+    anything was sent on it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.smtp: aiosmtplib.SMTP | None = None
+        self.reused = False
+        self.key = (settings.smtp_host, settings.smtp_port)
+        self.pool = _POOLS.setdefault(asyncio.get_running_loop(), {}).setdefault(self.key, [])
 
     async def connection(self) -> aiosmtplib.SMTP:
         if self.smtp is None:
+            while self.pool:
+                smtp, idle_since = self.pool.pop()
+                if smtp.is_connected and time.monotonic() - idle_since < IDLE_SECONDS:
+                    self.smtp, self.reused = smtp, True
+                    return smtp
+                smtp.close()
             self.smtp = aiosmtplib.SMTP(hostname=self.settings.smtp_host,
                                         port=self.settings.smtp_port, timeout=10)
             await self.smtp.connect()
         return self.smtp
 
+    async def sendmail(self, sender: str, recipients: list[str], data: bytes) -> None:
+        smtp = await self.connection()
+        try:
+            await smtp.sendmail(sender, recipients, data)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            if not self.reused:
+                raise
+            # Kept while the server closed it (restart, idle timeout): MAIL FROM failed,
+            # nothing was sent. Once more on a new connection.
+            smtp.close()
+            self.smtp, self.reused = None, False
+            await (await self.connection()).sendmail(sender, recipients, data)
+        self.reused = False  # it works: a later failure on it is a real one
+
     async def __aenter__(self) -> SmtpSession:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self.smtp is not None and self.smtp.is_connected:
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        smtp, self.smtp = self.smtp, None
+        if smtp is None:
+            return
+        if exc_type is None and smtp.is_connected and len(self.pool) < POOL_SIZE:
+            self.pool.append((smtp, time.monotonic()))
+            return
+        if smtp.is_connected:
             try:
-                await self.smtp.quit()
+                await smtp.quit()
             except aiosmtplib.SMTPException:
-                self.smtp.close()
+                smtp.close()
 
 
 @dataclass(frozen=True)
@@ -182,29 +226,40 @@ class MailActivities:
                 .where(SENT.c.message_key.in_(bindparam("keys", expanding=True)))),
                 {"keys": message_keys})}
 
-    def _record(self, req: EmailRequest, subject: str) -> None:
-        # A concurrent attempt that recorded it first sent the same message: keep its row.
+    def _record(self, delivered: list[tuple[EmailRequest, str]]) -> None:
+        """Record messages sent (with their subjects), in one transaction. A concurrent
+        attempt that recorded one first sent the same message: its row is kept."""
+        now = utcnow()
         with write_transaction(self.engine) as conn:
             conn.execute(prepared(conn, "record_sent", lambda: insert_for(conn, SENT)
-                                  .on_conflict_do_nothing(index_elements=["message_key"])), {
+                                  .on_conflict_do_nothing(index_elements=["message_key"])), [{
                 "message_key": req.message_key, "invitation_id": req.invitation_id,
-                "kind": req.kind.value, "to": req.to, "subject": subject, "sent_at": utcnow()})
+                "kind": req.kind.value, "to": req.to, "subject": subject, "sent_at": now}
+                for req, subject in delivered])
 
     @activity.defn(name="send_emails")
     async def send_emails(self, batch: EmailBatch) -> list[EmailResult]:
         """Each message in order over one SMTP session; a retry skips the ones already
-        sent (their keys)."""
+        sent (their keys). What was sent is recorded once the batch ends, or fails: a
+        retry after a failure at the third message sends only the third and after."""
         sent = await asyncio.to_thread(self._already_sent,
                                        [req.message_key for req in batch.messages])
-        async with SmtpSession(self.settings) as session:
-            results = []
-            for req in batch.messages:
-                if req.message_key in sent:
-                    results.append(EmailResult(message_key=req.message_key, sent=False,
-                                               subject=sent[req.message_key]))
-                    continue
-                results.append(await self._deliver(req, await session.connection()))
-            return results
+        delivered: list[tuple[EmailRequest, str]] = []
+        try:
+            async with SmtpSession(self.settings) as session:
+                results = []
+                for req in batch.messages:
+                    if req.message_key in sent:
+                        results.append(EmailResult(message_key=req.message_key, sent=False,
+                                                   subject=sent[req.message_key]))
+                        continue
+                    result = await self._deliver(req, session)
+                    delivered.append((req, result.subject))
+                    results.append(result)
+                return results
+        finally:
+            if delivered:
+                await asyncio.to_thread(self._record, delivered)
 
     @activity.defn(name="send_email")
     async def send_email(self, req: EmailRequest) -> EmailResult:
@@ -212,27 +267,24 @@ class MailActivities:
         if req.message_key in sent:
             return EmailResult(message_key=req.message_key, sent=False,
                                subject=sent[req.message_key])
-        return await self._deliver(req, None)
+        async with SmtpSession(self.settings) as session:
+            result = await self._deliver(req, session)
+        await asyncio.to_thread(self._record, [(req, result.subject)])
+        return result
 
-    async def _deliver(self, req: EmailRequest, smtp: aiosmtplib.SMTP | None) -> EmailResult:
-        """Send one message not sent yet, then record it."""
+    async def _deliver(self, req: EmailRequest, session: SmtpSession) -> EmailResult:
+        """Send one message not sent yet (the caller records it)."""
         rendered = self.renderer.render(req)
         msg = build_message(self.settings, req, rendered)
         # Flattened here and sent to the addresses we know (send_message would copy the
         # message and parse its headers back into addresses).
         data, sender = msg.as_bytes(), _sender(self.settings.mail_from)[1]
         try:
-            if smtp is not None:
-                await smtp.sendmail(sender, [req.to], data)
-            else:
-                await aiosmtplib.send(data, sender=sender, recipients=[req.to],
-                                      hostname=self.settings.smtp_host,
-                                      port=self.settings.smtp_port, timeout=10)
+            await session.sendmail(sender, [req.to], data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             # The address itself is refused: retrying will not change that.
             raise ApplicationError(f"recipient refused: {req.to}", type=ERR_MAIL_REJECTED,
                                    non_retryable=True) from exc
-        await asyncio.to_thread(self._record, req, rendered.subject)
         # The link is a credential: log the key and kind, never the body.
         log.info("sent %s mail %s to %s", req.kind.value, req.message_key, req.to)
         return EmailResult(message_key=req.message_key, sent=True, subject=rendered.subject)
