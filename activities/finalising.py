@@ -30,7 +30,16 @@ from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, selec
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.fencing import LIVE, RELEASED, RUNNING, STATE, UNDONE, BatchSizer, in_thread
+from activities.fencing import (
+    LIVE,
+    RELEASED,
+    RUNNING,
+    STATE,
+    UNDONE,
+    BatchSizer,
+    heartbeat,
+    in_thread,
+)
 from activities.recording_files import remove_staging_files, sha256_of
 from config import Settings
 from models.activity_io import (
@@ -121,6 +130,12 @@ class FinaliseActivities:
 
     @activity.defn(name="release_source")
     async def release_source(self, req: ReleaseSource) -> Released:
+        began = time.monotonic()
+
+        def out_of_time() -> bool:  # a quick try (see ReleaseSource) stops here
+            return req.budget_seconds is not None \
+                and time.monotonic() - began > req.budget_seconds
+
         plan = await in_thread(self._plan, req)
         root = Path(self.settings.recordings_dir)
         # Every staged recording's destination file is re-read first (no lock held);
@@ -128,6 +143,9 @@ class FinaliseActivities:
         verified: list[Any] = []
         mismatched: list[str] = []
         for copy in plan.recordings:
+            if out_of_time():  # nothing released yet: the activity that follows does it
+                return Released(made_final={}, source_rows_deleted={}, files_deleted=0,
+                                batches=0, finished=False)
             stop = threading.Event()
             digest = await in_thread(sha256_of, root / copy.path, stop,
                                      details={"recording": copy.id}, on_cancel=stop.set)
@@ -153,7 +171,10 @@ class FinaliseActivities:
             sizer.record(rows, time.monotonic() - started)
             done.batches += 1
             if todo.categories or todo.recordings or todo.recordings_state is not None:
-                activity.heartbeat({"batches": done.batches})  # not after the last batch
+                if out_of_time() and not mismatched:
+                    done.finished = False
+                    return done
+                heartbeat({"batches": done.batches})  # not after the last batch
         if mismatched:
             raise ApplicationError(
                 "destination recordings do not match their checksums; their source files "

@@ -48,6 +48,7 @@ from activities.fencing import (
     Cursor,
     advance,
     claim,
+    heartbeat,
     hold,
     in_thread,
     inserted_rows,
@@ -79,7 +80,10 @@ from models.tables import Account, User, UserSetting, utcnow
 __all__ = ["TransferActivities", "staging_dir_name"]
 
 STAGING_KEY = ["invitation_id", "source_id"]
-RECORDINGS: Table = CATEGORY_TABLES[Category.RECORDINGS].__table__  # type: ignore[attr-defined]
+# A quick try (Transfer.budget_seconds) leaves a recording bigger than this to the
+# activity that follows, which heartbeats while it copies.
+QUICK_RECORDING_BYTES = 16 * 1024 * 1024
+RECORDINGS: Table = CATEGORY_TABLES[Category.RECORDINGS].__table__
 
 
 def table_of(category: Category) -> Table:
@@ -153,7 +157,9 @@ class TransferActivities:
         # transaction (they do not depend on the copy), so that it stays short.
         changes = await in_thread(self._settings_changes, t) \
             if category == Category.SETTINGS else []
-        start = await in_thread(self._start, t, info.current_attempt_scheduled_time, changes)
+        started = time.monotonic()  # the quick try's budget counts from here
+        scheduled_at = t.scheduled_at or info.current_attempt_scheduled_time
+        start = await in_thread(self._start, t, scheduled_at, changes)
         cursor, source = start.cursor, start.source
         resumed_from = cursor.checkpoint or None
         if cursor.state in (LIVE, RELEASED):  # finalise committed: nothing left to copy
@@ -174,6 +180,10 @@ class TransferActivities:
                 if category == Category.RECORDINGS:
                     if recording is None:
                         break
+                    if t.budget_seconds is not None \
+                            and recording.size_bytes > QUICK_RECORDING_BYTES:
+                        return self._unfinished(t, info.attempt, cursor, copied, inserted,
+                                            batches)
                     batch, recording = await self._copy_recording(t, cursor, recording)
                 else:
                     next_batch = await in_thread(self._copy_batch, t, cursor,
@@ -190,8 +200,12 @@ class TransferActivities:
                 _count_rows(category, batch.inserted, batch.size)
                 if batch.last:  # the result follows at once: no heartbeat (a billed action)
                     break
-                activity.heartbeat({"checkpoint": cursor.checkpoint, "epoch": cursor.epoch,
-                                    "batches": batches, "rows": inserted})
+                if t.budget_seconds is not None \
+                        and time.monotonic() - started > t.budget_seconds:
+                    return self._unfinished(t, info.attempt, cursor, copied, inserted,
+                                            batches)
+                heartbeat({"checkpoint": cursor.checkpoint, "epoch": cursor.epoch,
+                           "batches": batches, "rows": inserted})
             if changes:
                 copied = await in_thread(self._finish, t, cursor, changes)
         return Transferred(
@@ -200,6 +214,15 @@ class TransferActivities:
             settings_changed=changes, reports_left_behind=source.reports, epoch=cursor.epoch,
             inserted=inserted,
         )
+
+    @staticmethod
+    def _unfinished(t: Transfer, attempt: int, cursor: Cursor, copied: int,
+                    inserted: int, batches: int) -> Transferred:
+        """A quick try's answer when its budget ran out: what is committed stays, and the
+        activity that follows resumes from the checkpoint."""
+        return Transferred(category=t.category, total=0, copied=copied, attempt=attempt,
+                           epoch=cursor.epoch, inserted=inserted, batches=batches,
+                           finished=False)
 
     def _start(self, t: Transfer, scheduled_at: datetime,
                changes: list[SettingChange]) -> Start:

@@ -176,6 +176,13 @@ class Transfer(BaseModel):
     org_account_id: int
     group: str | None = None
     batch_size: int = 1000  # rows in the first batch; later batches are sized by time
+    # A quick first try (a local activity, inside the workflow task): stop after about
+    # this many seconds and answer finished=False; the activity that follows resumes
+    # from the committed checkpoint.
+    budget_seconds: float | None = None
+    # The workflow's time (the server's clock) for a local activity, whose own scheduled
+    # time is the worker's clock: rounds are told apart by it (activities.fencing).
+    scheduled_at: datetime | None = None
 
 
 class Transferred(BaseModel):
@@ -190,6 +197,7 @@ class Transferred(BaseModel):
     reports_left_behind: int = 0
     epoch: int = 0  # the epoch this attempt held (see models.tables.TransferState)
     inserted: int = 0  # rows this attempt inserted (the rest were committed before it)
+    finished: bool = True  # False: a quick try ran out of its budget (see Transfer)
 
 
 class UndoTransfer(BaseModel):
@@ -222,6 +230,7 @@ class ReleaseSource(BaseModel):
     user_id: int
     source_account_id: int
     org_account_id: int
+    budget_seconds: float | None = None  # a quick first try, as in Transfer
 
 
 class Released(BaseModel):
@@ -231,3 +240,4 @@ class Released(BaseModel):
     source_rows_deleted: dict[str, int]  # source rows removed, per category
     files_deleted: int  # source recording files removed (destination re-verified first)
     batches: int
+    finished: bool = True  # False: a quick try ran out of its budget (see ReleaseSource)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from temporalio import activity
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -22,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.transfers import TransferActivities
 from config import Settings
-from models.activity_io import Transferred
+from models.activity_io import Transfer, Transferred
 from models.payloads import (
     AcceptRequest,
     Category,
@@ -218,3 +219,50 @@ async def test_cancel_while_waiting_ends_it_as_cancelled(
     assert events(engine, world.invitation)[-1] == "cancelled"
     # Both are told: the invitee that the invitation was withdrawn, the admin likewise.
     assert {"revoked", "admin_revoked"} <= set(mails(engine, world.invitation))
+
+
+class PausingTransfers(TransferActivities):
+    """The real transfers with a pause after each batch: a chat history that does not fit
+    the quick try's budget (workflows/options.QUICK_BUDGET_SECONDS)."""
+
+    def _copy_batch(self, t: Any, checkpoint: Any) -> Any:
+        done = super()._copy_batch(t, checkpoint)
+        time.sleep(1.2)
+        return done
+
+
+async def test_small_categories_move_inside_the_workflow_task_and_a_big_one_goes_on_as_an_activity(
+    dev_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path,
+) -> None:
+    """Every category is first tried as a local activity; the chat history, too big for
+    the try's budget, stops after a few batches and its activity resumes from that checkpoint:
+    every row copied once, and the only activity in the history is the chat's."""
+    from temporalio.api.enums.v1 import EventType
+
+    world = make_world(engine, settings, chat=3_000, meetings=2, contacts=3)
+    results: list[Transferred] = []
+    real = PausingTransfers(settings, engine).transfer_chat
+
+    @activity.defn(name="transfer_chat")
+    async def chat(t: Transfer) -> Transferred:
+        done = await real(t)
+        results.append(done)
+        return done
+
+    async with new_worker(dev_env.client, settings, engine,
+                          activities=activities_with(settings, engine, chat)):
+        handle = await start(dev_env.client, settings, invitation_input(world))
+        await handle.execute_update(InvitationWorkflow.accept, AcceptRequest())
+        result = await asyncio.wait_for(handle.result(), 60)
+        history = await handle.fetch_history()
+    assert result.status == InvitationStatus.COMPLETED, result.progress.failure_reason
+    scheduled = [e.activity_task_scheduled_event_attributes.activity_type.name
+                 for e in history.events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    assert scheduled == ["transfer_chat"]
+    quick, resumed = results
+    assert not quick.finished and 0 < quick.copied < 3_000 and quick.attempt == 1
+    assert resumed.finished and resumed.resumed_from is not None and resumed.copied == 3_000
+    assert resumed.inserted == 3_000 - quick.copied  # only what the quick try left
+    assert copies(engine, world.invitation, staged=False)[Category.CHAT] == 3_000
+    assert duplicated_sources(engine, world.invitation) == 0

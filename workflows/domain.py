@@ -265,7 +265,7 @@ class DomainWorkflow:
                 pass
 
     async def _tally(self) -> Tallied:
-        t = await workflow.execute_activity_method(
+        t: Tallied = await workflow.execute_activity_method(
             DomainSweepActivities.tally,
             Tally(account_id=self._input.account_id, domain=self._input.domain,
                   grace_sign_ins=self._input.grace_sign_ins),
@@ -315,7 +315,7 @@ class DomainWorkflow:
         sign-ins they have left before they must join or change their email."""
         info = workflow.current_update_info()
         key = info.id if info is not None else str(workflow.uuid4())
-        answer = await workflow.execute_activity_method(
+        answer: SignInAnswer = await workflow.execute_activity_method(
             DomainSweepActivities.record_sign_in,
             RecordSignIn(account_id=self._input.account_id, domain=self._input.domain,
                          email=req.email, key=key, grace_sign_ins=self._input.grace_sign_ins,

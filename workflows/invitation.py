@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
@@ -59,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
 from models import search_attributes as sa
 from workflows import options
 from workflows.details import blocked_message, describe_failure, refund_message
-from workflows.moving import Moving, StepFailed
+from workflows.moving import QUICK, Moving, StepFailed
 from workflows.saga import Compensations, shielded
 from workflows.schedule import Due, wake_ups
 from workflows.telling import Mail, cancelled
@@ -107,7 +107,8 @@ class InvitationWorkflow(Moving):
 
     @workflow.init
     def __init__(self, input: InvitationInput) -> None:
-        # The frozen first version, typed loosely: its handlers keep their decorators.
+        # The frozen first version, typed loosely: its handlers keep their decorators
+        # (whose types are the handler's, not a bound method's), so results are cast.
         self._v1: Any = None if workflow.patched(V2) else InvitationWorkflowV1(input)
         now = workflow.now()
         self._input = input
@@ -152,7 +153,7 @@ class InvitationWorkflow(Moving):
     @workflow.run
     async def run(self, input: InvitationInput) -> InvitationResult:
         if self._v1 is not None:
-            return await self._v1.run(input)
+            return cast(InvitationResult, await self._v1.run(input))
         if input.carried is None:
             await self._register(input)
         try:
@@ -286,6 +287,9 @@ class InvitationWorkflow(Moving):
                                   lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
                 self._set_step("Transferring data")
                 await self._transfer_all(self._user_id, source)
+            quick = workflow.patched(QUICK)
+            if quick:  # a cancel that came during the quick steps is seen here, and undoes
+                await self._end_task()
         except StepFailed as failure:
             await self._compensate(saga, str(failure))
             return
@@ -293,7 +297,19 @@ class InvitationWorkflow(Moving):
             await self._compensate(saga, "cancelled by an operator")
             raise
         await shielded(self._finalise)
+        if quick:  # finalise is written down before anything can end the run
+            await shielded(self._end_task)
         await self._completed(source)
+
+    async def _end_task(self) -> None:
+        """End the workflow task here (a 1 ms timer: one action, two events). The link, the
+        refund, quick transfers and finalise are local activities: without this they and
+        the run's completion could share one workflow task, and a cancel or message that
+        arrives meanwhile makes the server refuse that completion (UnhandledCommand), which
+        drops their results; the task's retry would then see the cancel first and forget
+        steps that did happen. With it, the cancel is seen before the point of no return
+        (and undoes what was done) or after finalise (and is refused)."""
+        await workflow.sleep(timedelta(milliseconds=1))
 
     async def _finalise(self) -> None:
         """The point of no return: once it starts it runs until it commits. A cancel here
@@ -304,11 +320,18 @@ class InvitationWorkflow(Moving):
                        org_account_id=self._input.account_id,
                        completed=self._change(S.COMPLETED, "completed"))
         policy = options.FINALISE_FIRST
+        quick = workflow.patched(QUICK)  # one short transaction: first inside the task
         while True:
             try:
-                finalised = await workflow.execute_activity_method(
-                    FinaliseActivities.finalise, req, summary="Finalise (point of no return)",
-                    **policy)
+                if quick:
+                    quick = False
+                    finalised = await workflow.execute_local_activity_method(
+                        FinaliseActivities.finalise, req,
+                        summary="Finalise (point of no return)", **options.QUICK)
+                else:
+                    finalised = await workflow.execute_activity_method(
+                        FinaliseActivities.finalise, req,
+                        summary="Finalise (point of no return)", **policy)
                 break
             except FailureError as err:
                 reason = describe_failure(err)
@@ -346,10 +369,21 @@ class InvitationWorkflow(Moving):
         await shielded(lambda: asyncio.gather(*tasks))
 
     async def _release(self, source: int) -> None:
+        req = ReleaseSource(invitation_id=self._id, user_id=self._user_id,
+                            source_account_id=source, org_account_id=self._input.account_id)
+        if workflow.patched(QUICK):
+            try:  # a small source goes inside the workflow task; the rest as an activity
+                released = await workflow.execute_local_activity_method(
+                    FinaliseActivities.release_source,
+                    req.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS}),
+                    summary="Release the source (quick)", **options.QUICK)
+                if released.finished:
+                    return
+            except FailureError as err:
+                if cancelled(err):
+                    raise asyncio.CancelledError() from err
         await workflow.execute_activity_method(
-            FinaliseActivities.release_source,
-            ReleaseSource(invitation_id=self._id, user_id=self._user_id,
-                          source_account_id=source, org_account_id=self._input.account_id),
+            FinaliseActivities.release_source, req,
             summary="Release the source (after completion)", **options.RELEASE)
 
     async def _compensate(self, saga: Compensations, reason: str) -> None:
@@ -386,7 +420,7 @@ class InvitationWorkflow(Moving):
     @workflow.update(name="accept")
     async def accept(self, req: AcceptRequest) -> AcceptOutcome:
         if self._v1 is not None:
-            outcome, progress = await self._v1.accept(req), self._v1._progress
+            outcome, progress = cast(AcceptOutcome, await self._v1.accept(req)), self._v1._progress
         else:
             outcome, progress = await self._accept(req), self._progress
         # A copy now: the join goes on changing the progress after this handler returns.
@@ -396,7 +430,8 @@ class InvitationWorkflow(Moving):
     def _validate_accept(self, req: AcceptRequest) -> None:
         _check_link(req, self._v1._progress if self._v1 is not None else self._progress)
         if self._v1 is not None:
-            return self._v1._validate_accept(req)
+            self._v1._validate_accept(req)
+            return
         if not self._status.awaiting_acceptance:
             raise self._not_awaiting()
 
@@ -404,7 +439,8 @@ class InvitationWorkflow(Moving):
     async def accept_signal(self, req: AcceptRequest) -> None:
         """Fire-and-forget twin of the `accept` update; the outcome shows in `progress`."""
         if self._v1 is not None:
-            return await self._v1.accept_signal(req)
+            await self._v1.accept_signal(req)
+            return
         if not (self._status.awaiting_acceptance or self._checking):
             workflow.logger.info("accept signal ignored: invitation is %s", self._status.value)
             return
@@ -416,7 +452,7 @@ class InvitationWorkflow(Moving):
     @workflow.update
     async def choose_refund(self, choice: RefundChoice) -> AcceptOutcome:
         if self._v1 is not None:
-            return await self._v1.choose_refund(choice)
+            return cast(AcceptOutcome, await self._v1.choose_refund(choice))
         if self._status != S.AWAITING_REFUND_CHOICE:  # a second choice while the first ran
             return self._outcome()
         return await self._accepted(choice.destination)
@@ -424,7 +460,8 @@ class InvitationWorkflow(Moving):
     @choose_refund.validator
     def _validate_choose_refund(self, choice: RefundChoice) -> None:
         if self._v1 is not None:
-            return self._v1._validate_choose_refund(choice)
+            self._v1._validate_choose_refund(choice)
+            return
         if self._status != S.AWAITING_REFUND_CHOICE:
             raise _rejected("NotAwaitingRefundChoice", "There is no refund choice to make: "
                             f"the invitation is {self._status.value}.")
@@ -432,7 +469,7 @@ class InvitationWorkflow(Moving):
     @workflow.update
     async def decline(self, req: DeclineRequest) -> Progress:
         if self._v1 is not None:
-            return await self._v1.decline(req)
+            return cast(Progress, await self._v1.decline(req))
         self._validate_decline(req)
         await self._transition(S.DECLINED, "declined", "Declined by the invitee",
                                {"reason": req.reason} if req.reason else {})
@@ -441,7 +478,8 @@ class InvitationWorkflow(Moving):
     @decline.validator
     def _validate_decline(self, req: DeclineRequest) -> None:
         if self._v1 is not None:
-            return self._v1._validate_decline(req)
+            self._v1._validate_decline(req)
+            return
         if self._status not in OPEN:
             raise self._not_awaiting()
 
@@ -449,7 +487,7 @@ class InvitationWorkflow(Moving):
     async def resend(self, req: ResendRequest) -> Progress:
         """A new email with a new link: every earlier link stops working."""
         if self._v1 is not None:
-            return await self._v1.resend(req)
+            return cast(Progress, await self._v1.resend(req))
         self._validate_resend(req)
         days = req.expires_in_days or self._input.expires_in_days
         self._issued_at = self._progress.link_issued_at = workflow.now()
@@ -464,14 +502,15 @@ class InvitationWorkflow(Moving):
     @resend.validator
     def _validate_resend(self, req: ResendRequest) -> None:
         if self._v1 is not None:
-            return self._v1._validate_resend(req)
+            self._v1._validate_resend(req)
+            return
         if self._status not in OPEN:
             raise self._not_awaiting()
 
     @workflow.update
     async def revoke(self, req: RevokeRequest) -> Progress:
         if self._v1 is not None:
-            return await self._v1.revoke(req)
+            return cast(Progress, await self._v1.revoke(req))
         self._validate_revoke(req)
         detail = {k: v for k, v in (("by", req.by), ("reason", req.reason)) if v}
         await self._transition(S.REVOKED, "revoked", "Revoked by an admin", detail)
@@ -480,7 +519,8 @@ class InvitationWorkflow(Moving):
     @revoke.validator
     def _validate_revoke(self, req: RevokeRequest) -> None:
         if self._v1 is not None:
-            return self._v1._validate_revoke(req)
+            self._v1._validate_revoke(req)
+            return
         if self._status.data_moving:
             raise _rejected("AlreadyMovingData", "The invitation can no longer be revoked: "
                             f"it is {self._status.value} and the invitee's data is moving.")

@@ -2,7 +2,9 @@
 of data in parallel; unlink, reverse, remove the copies. Called from
 `InvitationWorkflow._join` (workflows/invitation.py), whose state they read.
 
-Link and refund are short local activities; transfers are heartbeating activities. Every
+Link and refund are short local activities; a transfer is a quick local try (a small
+category moves whole inside the workflow task), then, for what is left, a heartbeating
+activity. Every
 undo is keyed by the invitation (never by a step's returned result), so it is right even
 when its step committed but the answer was lost.
 """
@@ -25,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ReverseRefund,
         StatusChange,
         Transfer,
+        Transferred,
         UndoTransfer,
         UnlinkInvitation,
     )
@@ -34,6 +37,9 @@ from workflows import options
 from workflows.details import CATEGORY_LABELS, describe_failure
 from workflows.saga import shielded
 from workflows.telling import Telling, cancelled
+
+# Invitations started before this patch transfer, finalise and release with activities only.
+QUICK = "quick-first-tries"
 
 TRANSFER_METHODS = {
     Category.PROFILE: TransferActivities.transfer_profile,
@@ -135,13 +141,16 @@ class Moving(Telling):
     async def _transfer(self, category: Category, user_id: int, source: int) -> None:
         progress = self._progress.categories[category]
         progress.state = "running"
+        step = Transfer(invitation_id=self._id, category=category, user_id=user_id,
+                        source_account_id=source, org_account_id=self._input.account_id,
+                        group=self._input.group)
+        label = CATEGORY_LABELS[category.value]
         try:
-            done = await workflow.execute_activity_method(
-                TRANSFER_METHODS[category],
-                Transfer(invitation_id=self._id, category=category, user_id=user_id,
-                         source_account_id=source, org_account_id=self._input.account_id,
-                         group=self._input.group),
-                summary=f"Transfer {CATEGORY_LABELS[category.value]}", **options.TRANSFER)
+            quick = await self._quick_transfer(step, label) if workflow.patched(QUICK) else None
+            done: Transferred = quick if quick is not None else \
+                await workflow.execute_activity_method(
+                    TRANSFER_METHODS[category], step, summary=f"Transfer {label}",
+                    **options.TRANSFER)
         except FailureError as err:
             failure = _failed(f"transfer {category.value}", err)
             if isinstance(failure, StepFailed):
@@ -155,6 +164,22 @@ class Moving(Telling):
         if category == Category.PROFILE and done.reports_left_behind:
             self._progress.reports_left_behind = done.reports_left_behind
         self._publish()
+
+    async def _quick_transfer(self, step: Transfer, label: str) -> Transferred | None:
+        """The quick first try: a local activity that moves a small category whole inside
+        the workflow task. None when it ran out of its budget or failed: the activity
+        then resumes from the committed checkpoint (a failure for good fails it too)."""
+        quick = step.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS,
+                                        "scheduled_at": workflow.now()})
+        try:
+            done = await workflow.execute_local_activity_method(
+                TRANSFER_METHODS[step.category], quick, summary=f"Transfer {label} (quick)",
+                **options.QUICK)
+        except FailureError as err:
+            if cancelled(err):
+                raise asyncio.CancelledError() from err
+            return None
+        return done if done.finished else None
 
     async def _undo_transfer(self, category: Category) -> Any:
         return await workflow.execute_activity_method(

@@ -4,11 +4,12 @@ Transient faults (a dropped connection, a locked database, a worker restart) are
 with capped exponential backoff. Business failures arrive as non-retryable
 ApplicationErrors (models.activity_io.ERR_*) and are never retried: the saga compensates.
 
-Recovery after a worker dies: bookkeeping, the acceptance check, the link and the refund
-are local activities, run inside the workflow task, which another worker picks up once
-the task's 10 s timeout passes; transfers, release and undo steps heartbeat every few
-seconds against a 10 s heartbeat timeout; mail attempts are bounded to 15 s. So any step
-resumes on another worker within ~20 s.
+Recovery after a worker dies: bookkeeping, the acceptance check, the link, the refund and
+the quick first tries of transfers, finalise, release and mail are local activities, run
+inside the workflow task, which another worker picks up once the task's 10 s timeout
+passes; transfers, release and undo steps, as activities, heartbeat every few seconds
+against a 10 s heartbeat timeout; mail attempts are bounded to 15 s. So any step resumes
+on another worker within ~20 s.
 """
 
 from __future__ import annotations
@@ -50,8 +51,22 @@ TRANSFER: dict[str, Any] = {
     "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 }
 
-# Finalise, the point of no return: a first round of attempts, then (after the alert is
-# raised) retried forever with a longer cap.
+# The quick first try of a transfer or a release: a local activity inside the workflow
+# task (no history events of its own, one billed action for all of them), that stops
+# after QUICK_BUDGET_SECONDS and leaves the rest (a big source) to the activity above,
+# which resumes from the committed checkpoint. A failure of the quick try is not the
+# step's failure: the activity runs next with its own retries.
+QUICK_BUDGET_SECONDS = 2.0
+QUICK: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=15),
+    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=200),
+                                maximum_attempts=2),
+    "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+}
+
+# Finalise, the point of no return: a quick try (QUICK: one short transaction), then a
+# first round of attempts as an activity, then (after the alert is raised) retried
+# forever with a longer cap.
 FINALISE_FIRST: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30), "retry_policy": _backoff(attempts=5),
 }
