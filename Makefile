@@ -54,9 +54,10 @@ test-deps:
 # process has its own dev server, time-skipping server and PostgreSQL cluster.
 TEST_PROCESSES ?= 2
 
-## make test: the whole suite (unit, time-skipping, dev server, browser), each database
-## test on SQLite and PostgreSQL; PostgreSQL missing is an error here, not a skip.
-test: $(STAMP) test-deps
+## make test: `make lint` first (ruff; mypy, strict on workflows/activities/models), then
+## the whole suite (unit, time-skipping, dev server, browser), each database test on
+## SQLite and PostgreSQL; PostgreSQL missing is an error here, not a skip.
+test: $(STAMP) test-deps lint
 	INVITES_TEST_REQUIRE_POSTGRES=1 $(BIN)/pytest -n $(TEST_PROCESSES)
 
 lint: $(STAMP)

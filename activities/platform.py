@@ -117,7 +117,7 @@ def _last_link_event(session: Session, invitation_id: str) -> AuditEvent | None:
 def _payment(row: RefundLedger, status: str) -> Payment:
     return Payment(idempotency_key=row.idempotency_key, amount_minor=abs(row.amount_minor),
                    currency=row.currency, destination=RefundDestination(row.destination),
-                   status=status)  # type: ignore[arg-type]
+                   status=status)
 
 
 def _refunds(session: Session, invitation_id: str) -> list[RefundLedger]:
@@ -141,7 +141,7 @@ def add_credit(session: Session, account_id: int, amount_minor: int) -> None:
 
 def _tables() -> dict[str, Table]:
     """The transferable tables (Core), by category."""
-    return {c.value: m.__table__ for c, m in CATEGORY_TABLES.items()}  # type: ignore[attr-defined]
+    return {c.value: m.__table__ for c, m in CATEGORY_TABLES.items()}
 
 
 def _user_has_data(session: Session, user_id: int) -> bool:

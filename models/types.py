@@ -38,9 +38,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise NaiveDatetimeError(
                 f"naive datetime {value.isoformat()} refused: give it a time zone "
                 "(datetime.now(UTC), or models.db.as_utc for a value known to be UTC)")
-        value = value.astimezone(UTC)
+        utc: datetime = value.astimezone(UTC)
         # SQLite's DATETIME keeps no offset: store the UTC wall time, read back as UTC.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
