@@ -67,6 +67,7 @@ class Telling:
     _search_attributes: bool
     _alerts: bool
     _published: tuple[Any, ...] | None
+    _quiet_search: bool  # no search-attribute upsert for now (a state of milliseconds)
     _mails: dict[EmailKind, int]
     _background: list[asyncio.Future[Any]]
 
@@ -110,9 +111,17 @@ class Telling:
             source_account_id=self._facts.source_account_id if self._facts else None,
             earlier=earlier)
 
+    def _loud(self) -> None:
+        """The search attributes follow the status again (see InvitationWorkflow._join)."""
+        if self._quiet_search:
+            self._quiet_search = False
+            self._publish()
+
     def _alert(self, alert: str | None, metric: str | None = None) -> None:
         if metric and alert != self._progress.alert:
             self._count(metric)
+        if alert is not None:
+            self._quiet_search = False  # an alert is for operators to find at once
         self._progress.alert = alert
         self._publish()
 
@@ -120,7 +129,7 @@ class Telling:
         """What operators see: current details, and the search attributes when registered
         (`search=False` for a state that lasts one workflow task)."""
         workflow.set_current_details(current_details(self._progress))
-        if not search:
+        if not search or self._quiet_search:
             return
         refund = self._progress.quote.amount_minor if self._progress.quote else 0
         state = (self._status.value, refund, self._progress.alert)
