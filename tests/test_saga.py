@@ -168,6 +168,9 @@ async def test_an_undo_failing_for_good_needs_attention_until_an_operator_retrie
         # Everything else was undone; the chat copies are what is left.
         assert copies(engine, world.invitation)[Category.CHAT] > 0
         assert copies(engine, world.invitation)[Category.PROFILE] == 0
+        # A cancel does not end the wait: the undo would be left half done.
+        await handle.cancel()
+        assert (await progress(handle)).status == InvitationStatus.NEEDS_ATTENTION
         fixed.set()
         after = await handle.execute_update(InvitationWorkflow.retry_compensation,
                                             RetryCompensation(by="ops@meet.example"))

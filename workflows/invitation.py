@@ -7,11 +7,16 @@
    refund: a blocked invitation stays open; a paid plan first asks where the refund goes.
 3. A saga links the member, pays the refund once and moves every data category in
    parallel, each undo registered before its step runs; a failure for good undoes all
-   that was done, newest first (an undo that cannot finish waits for an operator).
+   that was done, newest first (an undo that cannot finish waits for an operator, and a
+   cancel does not end that wait).
 4. Finalise is the point of no return: retried until it commits, never undone; then the
    invitation completes and the source is released off the critical path.
 5. Every ending (completed, failed, declined, revoked, expired, cancelled) is told to the
-   invitee and the admin.
+   invitee and the admin; joined_elsewhere (the invitee chose another account) shows in
+   the admin's list, the audit trail and the webhook.
+
+The parts: waiting.py (step 1's timers), accepting.py (step 2), moving.py (steps 3 and
+4), telling.py (the row, the operator's view and the mail of every step).
 """
 
 from __future__ import annotations
@@ -24,23 +29,16 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.finalising import FinaliseActivities
     from activities.platform import PlatformActivities
     from models.activity_io import (
-        AcceptanceCheck,
         AcceptanceFacts,
         AuditNote,
-        ClaimRefusal,
-        Finalise,
         RegisterInvitation,
-        ReleaseSource,
     )
     from models.payloads import (
         AcceptOutcome,
         AcceptRequest,
-        Carried,
         Category,
-        CategoryProgress,
         DeclineRequest,
         EmailKind,
         InvitationInput,
@@ -53,26 +51,21 @@ with workflow.unsafe.imports_passed_through():
         RetryCompensation,
         RevokeRequest,
     )
-    from models.platform import ERROR_1009
     from workflows.v1.invitation import InvitationWorkflowV1
 
 from models import search_attributes as sa
 from workflows import options
-from workflows.details import blocked_message, describe_failure, refund_message
-from workflows.moving import QUICK, Moving, StepFailed
+from workflows.accepting import OPEN, WAITING_STEP, _check_link, _rejected
+from workflows.details import describe_failure
+from workflows.moving import QUICK, StepFailed
 from workflows.saga import Compensations, shielded
-from workflows.schedule import Due, wake_ups
-from workflows.telling import Mail, cancelled
+from workflows.telling import Mail
+from workflows.waiting import Waiting
 
 S = InvitationStatus
 T = TypeVar("T")
 # Invitations started before this patch run the frozen first version (workflows/v1).
 V2 = "invitation-v2"
-# Open, nothing moved yet: can be declined, resent, revoked, cancelled, and can expire.
-OPEN = (S.PENDING, S.BLOCKED, S.AWAITING_REFUND_CHOICE)
-# The waiting phase ends at one of these.
-DECIDED = (S.ACCEPTED, S.DECLINED, S.REVOKED, S.EXPIRED, S.JOINED_ELSEWHERE, S.CANCELLED)
-WAITING_STEP = "Waiting for the invitee to accept"
 # Who hears of each ending that comes before any data moved.
 ENDING_MAILS = {
     S.DECLINED: (Mail(EmailKind.DECLINED), Mail(EmailKind.ADMIN_DECLINED, admin=True)),
@@ -82,27 +75,8 @@ ENDING_MAILS = {
 }
 
 
-def _rejected(kind: str, message: str) -> ApplicationError:
-    return ApplicationError(message, type=kind, non_retryable=True)
-
-
-def _check_link(req: AcceptRequest, p: Progress) -> None:
-    """What the link handler's signed link says must match the invitation now: the email,
-    the latest link (a resend supersedes older ones, to the second: tokens carry whole
-    seconds), and, while open, the expiry (which may pass before the timer ends it)."""
-    if req.link_email is not None and req.link_email.strip().lower() != p.email.lower():
-        raise _rejected("LinkMismatch", "The link does not belong to this invitation.")
-    issued = p.link_issued_at
-    if req.link_issued_at is not None and issued is not None \
-            and int(req.link_issued_at.timestamp()) != int(issued.timestamp()):
-        raise _rejected("LinkSuperseded", "This link was replaced by a newer invitation email.")
-    if req.link_issued_at is not None and p.status in OPEN \
-            and workflow.now() >= p.expires_at:
-        raise _rejected("LinkExpired", "The invitation has expired.")
-
-
 @workflow.defn(name="InvitationWorkflow")
-class InvitationWorkflow(Moving):
+class InvitationWorkflow(Waiting):
     """One invitation, from the mail to the end (see the module docstring)."""
 
     @workflow.init
@@ -136,6 +110,7 @@ class InvitationWorkflow(Moving):
         self._retry_compensation = False
         self._user_id = 0  # the invitee's user, once linked
         self._made_live: dict[str, int] = {}
+        self._quiet_search = False  # see _join
         attrs = workflow.info().typed_search_attributes
         # Custom search attributes exist only where registered (not on the time-skipping
         # server); the client sets them at start exactly when they are.
@@ -194,66 +169,6 @@ class InvitationWorkflow(Moving):
         if self._status in OPEN:  # not revoked or declined in the first instant
             self._spawn(self._tell(Mail(EmailKind.INVITATION)))
 
-    async def _wait_for_decision(self) -> None:
-        """Sleep until the next reminder or the expiry, waking early on any decision or
-        on a resend (which moves the schedule). A long wait continues as new."""
-        while self._status not in DECIDED:
-            if self._history_is_long():
-                await self._continue_as_new()
-            version = self._schedule_version
-            due = next(d for d in wake_ups(
-                self._issued_at, self._progress.expires_at, self._input.remind_after,
-                self._input.remind_before_expiry) if d.key not in self._fired)
-            delay = due.at - workflow.now()
-            if delay > timedelta(0):
-                timer = asyncio.ensure_future(workflow.sleep(delay, summary=due.summary))
-                await workflow.wait_condition(
-                    lambda v=version, t=timer: t.done()  # type: ignore[misc]
-                    or self._status in DECIDED or self._schedule_version != v
-                    or self._history_is_long())
-                if not timer.done():
-                    # A resend moved the schedule: this timer is moot. A decision leaves
-                    # it running (it is dropped when the run ends): one event fewer.
-                    if self._schedule_version != version:
-                        timer.cancel()
-                    continue
-            await self._wake_up(due)
-
-    async def _wake_up(self, due: Due) -> None:
-        if due.kind == "expiry":
-            # An acceptance being checked right now decides first.
-            await workflow.wait_condition(lambda: not self._checking)
-            if self._status in OPEN and workflow.now() >= self._progress.expires_at:
-                self._fired.add(due.key)
-                await self._transition(S.EXPIRED, "expired", "Expired unanswered")
-            return
-        self._fired.add(due.key)
-        mails = []
-        if self._status.awaiting_acceptance:
-            self._progress.reminders_sent += 1
-            mails.append(Mail(EmailKind.REMINDER))
-        if due.kind == "expiring_soon" and self._status in OPEN:
-            mails.append(Mail(EmailKind.ADMIN_EXPIRING_SOON, admin=True))
-        if mails:
-            self._spawn(self._tell(*mails))
-        if self._status.awaiting_acceptance:  # in the audit trail (and its webhook)
-            await self._transition(self._status, "reminder_sent", self._progress.step,
-                                   {"reminders_sent": self._progress.reminders_sent})
-
-    def _history_is_long(self) -> bool:
-        info = workflow.info()
-        return (info.get_current_history_length() >= self._input.history_limit
-                or info.is_continue_as_new_suggested())
-
-    async def _continue_as_new(self) -> None:
-        """Hand the waiting state to a fresh run once every handler and mail finished."""
-        await self._settled()
-        if self._status in DECIDED:
-            return
-        carried = Carried(progress=self._progress, issued_at=self._issued_at,
-                          fired=sorted(self._fired), mails=self._mails)
-        workflow.continue_as_new(self._input.model_copy(update={"carried": carried}))
-
     async def _answer_first(self) -> None:
         """End the workflow task that accepted, so that the invitee's answer leaves now.
         An update's answer leaves with its workflow task, and a task waits for every local
@@ -266,6 +181,10 @@ class InvitationWorkflow(Moving):
         """The saga: link, pay, transfer; compensate on a failure for good; finalise."""
         facts = self._facts
         assert facts is not None
+        quick = workflow.patched(QUICK)
+        # The quick steps take milliseconds: the search attributes say "transferring" only
+        # if a step goes on as an activity (or is undone), else they go to "completed".
+        self._quiet_search = quick
         self._count("invitations_accepted")
         self._spawn(self._tell(Mail(EmailKind.ADMIN_ACCEPTED, admin=True)))
         saga = Compensations()
@@ -287,7 +206,6 @@ class InvitationWorkflow(Moving):
                                   lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
                 self._set_step("Transferring data")
                 await self._transfer_all(self._user_id, source)
-            quick = workflow.patched(QUICK)
             if quick:  # a cancel that came during the quick steps is seen here, and undoes
                 await self._end_task()
         except StepFailed as failure:
@@ -297,61 +215,22 @@ class InvitationWorkflow(Moving):
             await self._compensate(saga, "cancelled by an operator")
             raise
         await shielded(self._finalise)
+        await self._completed(source)
         if quick:  # finalise is written down before anything can end the run
             await shielded(self._end_task)
-        await self._completed(source)
 
     async def _end_task(self) -> None:
         """End the workflow task here (a 1 ms timer: one action, two events). The link, the
-        refund, quick transfers and finalise are local activities: without this they and
-        the run's completion could share one workflow task, and a cancel or message that
-        arrives meanwhile makes the server refuse that completion (UnhandledCommand), which
-        drops their results; the task's retry would then see the cancel first and forget
-        steps that did happen. With it, the cancel is seen before the point of no return
-        (and undoes what was done) or after finalise (and is refused)."""
+        refund, quick transfers, finalise, the mails and the release are local activities:
+        without this they and the run's completion could share one workflow task, and a
+        cancel or signal that arrives meanwhile makes the server refuse that completion
+        (UnhandledCommand), which drops their results; the task's retry would then see the
+        cancel first and forget steps that did happen. With it, the cancel is seen before
+        the point of no return (and undoes what was done) or after finalise (refused)."""
         await workflow.sleep(timedelta(milliseconds=1))
 
-    async def _finalise(self) -> None:
-        """The point of no return: once it starts it runs until it commits. A cancel here
-        is refused (it would undo a join the database has made final)."""
-        self._set_step("Finalising")
-        req = Finalise(invitation_id=self._id, user_id=self._user_id,
-                       source_account_id=self._facts.source_account_id if self._facts else None,
-                       org_account_id=self._input.account_id,
-                       completed=self._change(S.COMPLETED, "completed"))
-        policy = options.FINALISE_FIRST
-        quick = workflow.patched(QUICK)  # one short transaction: first inside the task
-        while True:
-            try:
-                if quick:
-                    quick = False
-                    finalised = await workflow.execute_local_activity_method(
-                        FinaliseActivities.finalise, req,
-                        summary="Finalise (point of no return)", **options.QUICK)
-                else:
-                    finalised = await workflow.execute_activity_method(
-                        FinaliseActivities.finalise, req,
-                        summary="Finalise (point of no return)", **policy)
-                break
-            except FailureError as err:
-                reason = describe_failure(err)
-            except asyncio.CancelledError:
-                workflow.logger.warning("cancel refused: past the point of no return",
-                                        extra={"invitation_id": self._id})
-                self._progress.step = "Finalising (a cancel was refused: no return now)"
-                continue
-            workflow.logger.error("finalise keeps failing: %s", reason,
-                                  extra={"invitation_id": self._id})
-            self._progress.failure_reason = f"finalising is stuck, still retrying: {reason}"
-            self._set_step("Finalising is stuck: retrying until it commits")
-            self._alert("finalising_stuck", "invitations_finalising_stuck")
-            policy = options.FINALISE_AGAIN
-        if self._progress.alert == "finalising_stuck":
-            self._progress.failure_reason = None
-            self._alert(None)
-        self._made_live = finalised.made_live
-
     async def _completed(self, source: int | None) -> None:
+        self._quiet_search = False
         for progress in self._progress.categories.values():
             progress.state = "live"
         # Finalise wrote "completed" in its own transaction; here only memory and operators.
@@ -367,53 +246,6 @@ class InvitationWorkflow(Moving):
         if source is not None:
             tasks.append(self._release(source))
         await shielded(lambda: asyncio.gather(*tasks))
-
-    async def _release(self, source: int) -> None:
-        req = ReleaseSource(invitation_id=self._id, user_id=self._user_id,
-                            source_account_id=source, org_account_id=self._input.account_id)
-        if workflow.patched(QUICK):
-            try:  # a small source goes inside the workflow task; the rest as an activity
-                released = await workflow.execute_local_activity_method(
-                    FinaliseActivities.release_source,
-                    req.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS}),
-                    summary="Release the source (quick)", **options.QUICK)
-                if released.finished:
-                    return
-            except FailureError as err:
-                if cancelled(err):
-                    raise asyncio.CancelledError() from err
-        await workflow.execute_activity_method(
-            FinaliseActivities.release_source, req,
-            summary="Release the source (after completion)", **options.RELEASE)
-
-    async def _compensate(self, saga: Compensations, reason: str) -> None:
-        self._progress.failure_reason = reason
-        self._set_step("Compensating: undoing every step done, newest first")
-        workflow.logger.error("invitation failed, compensating: %s", reason,
-                              extra={"invitation_id": self._id})
-        while failed := await saga.run():
-            # An undo failed for good: say exactly what is left and wait for an operator.
-            self._progress.undo_left = failed
-            self._alert("needs_attention", "invitations_needs_attention")
-            await shielded(lambda: self._transition(
-                S.NEEDS_ATTENTION, "needs_attention",
-                "Needs attention: an undo step failed; fix it, then retry_compensation",
-                {"undo_left": failed}))
-            self._spawn(self._tell(Mail(EmailKind.ADMIN_NEEDS_ATTENTION, admin=True)))
-            await workflow.wait_condition(lambda: self._retry_compensation)
-            self._set_step("Compensating again, as an operator asked")
-        self._retry_compensation = False
-        self._progress.undo_left = []
-        self._alert(None)
-        for progress in self._progress.categories.values():
-            if progress.state in ("running", "staged"):
-                progress.state = "compensated"
-        await shielded(lambda: self._transition(
-            S.FAILED, "failed_compensated", "Failed; everything done was undone",
-            {"reason": self._progress.failure_reason}))
-        self._count("invitations_failed")
-        await shielded(lambda: self._tell(Mail(EmailKind.FAILED),
-                                          Mail(EmailKind.ADMIN_FAILED, admin=True)))
 
     # ---------------------------------------------------------------- messages
 
@@ -546,130 +378,3 @@ class InvitationWorkflow(Moving):
     @workflow.query
     def progress(self) -> Progress:
         return self._v1.progress() if self._v1 is not None else self._progress
-
-    # ---------------------------------------------------------------- acceptance
-
-    async def _accept(self, req: AcceptRequest) -> AcceptOutcome:
-        if self._checking:  # a second click while the first is checked: share its answer
-            await workflow.wait_condition(lambda: not self._checking)
-            if self._last_outcome is not None and not self._status.is_final:
-                return self._last_outcome
-            return await self._accept(req)
-        if not self._status.awaiting_acceptance:
-            return self._outcome()
-        self._checking = True
-        try:
-            self._last_outcome = None
-            self._last_outcome = await self._check(req)
-            return self._last_outcome
-        finally:
-            self._checking = False
-
-    async def _check(self, req: AcceptRequest) -> AcceptOutcome:
-        await workflow.wait_condition(lambda: self._registered)  # the answer names the account
-        at = workflow.now()
-        was = self._status
-        self._set_step("Checking the blocking conditions and the refund")
-        try:
-            facts = await workflow.execute_local_activity_method(
-                PlatformActivities.check_acceptance,
-                AcceptanceCheck(invitation_id=self._id, account_id=self._input.account_id,
-                                email=self._input.email, user_type=self._input.user_type,
-                                group=self._input.group, at=at),
-                summary="Check blocking conditions, claim the join, quote the refund",
-                **options.CHECK)
-        except FailureError as err:
-            if cancelled(err):
-                raise asyncio.CancelledError() from err
-            self._set_step(WAITING_STEP)
-            raise _rejected("AcceptanceCheckFailed", "The acceptance could not be checked, "
-                            f"please try again: {describe_failure(err)}") from err
-        if not self._status.awaiting_acceptance:  # declined, revoked or expired meanwhile
-            raise self._not_awaiting()
-        if facts.refusal is not None:
-            return await self._refused(facts.refusal)
-        self._facts = facts
-        if facts.blocking:
-            self._progress.blocking = facts.blocking
-            self._count("invitations_blocked")
-            await self._transition(
-                S.BLOCKED, "blocked",
-                "Blocked (error 1009): waiting for the invitee to fix it and accept again",
-                {"error_code": ERROR_1009,
-                 "blocking": [b.model_dump(mode="json") for b in facts.blocking]})
-            if was != S.BLOCKED or self._mails.get(EmailKind.ADMIN_BLOCKED) is None:
-                self._spawn(self._tell(Mail(EmailKind.ADMIN_BLOCKED, admin=True)))
-            return self._outcome()
-        self._progress.blocking = []
-        self._progress.quote = facts.quote
-        self._progress.settings_changed = facts.settings_changes
-        self._progress.reports_left_behind = facts.reports_left_behind
-        self._progress.accepted_at = at
-        if facts.quote is not None and facts.quote.amount_minor > 0 \
-                and req.refund_destination is None:
-            await self._transition(
-                S.AWAITING_REFUND_CHOICE, "refund_choice_needed",
-                "Waiting for the invitee to choose where the refund goes",
-                {"quote": facts.quote.model_dump(mode="json")})
-            return self._outcome()
-        return await self._accepted(req.refund_destination)
-
-    async def _refused(self, refusal: ClaimRefusal) -> AcceptOutcome:
-        """The join is not this invitation's to make: say so at once, link nothing. While
-        another account's join or a seat shortage is the reason the invitation stays open;
-        once the person has joined elsewhere it ends."""
-        p, name = self._progress, refusal.account_name
-        self._count(f"invitations_refused_{refusal.kind}")
-        if refusal.kind == "joined_elsewhere":
-            p.failure_reason = f"{p.email} joined {name}"
-            await self._transition(S.JOINED_ELSEWHERE, "joined_elsewhere",
-                                   f"Ended: the invitee joined {name}",
-                                   {"joined_account": name})
-            return AcceptOutcome(
-                outcome="joined_elsewhere", error_code="joined_another_account",
-                joining_account_name=name,
-                message=f"You already joined {name}, so this invitation to {p.account_name} "
-                        "has ended. Nothing changed on your account because of it.")
-        if refusal.kind == "no_free_seat":
-            message = (f"{name} has no free licensed seat right now, so you cannot join yet. "
-                       f"Your invitation stays open: ask {p.invited_by} to free or add a "
-                       "seat, then accept again.")
-            code, step = "no_free_licensed_seat", "Waiting for a free licensed seat"
-        else:
-            message = (f"Your account is already joining {name}. This invitation to "
-                       f"{p.account_name} stays open: you can accept it if that join does "
-                       "not go through.")
-            code, step = "already_joining_another_account", f"Waiting: already joining {name}"
-        await self._transition(self._status, "join_refused", step,
-                               {"reason": refusal.kind, "account": name})
-        return AcceptOutcome(outcome=refusal.kind, error_code=code, message=message,
-                             joining_account_name=name)
-
-    async def _accepted(self, destination: RefundDestination | None) -> AcceptOutcome:
-        self._destination = destination or RefundDestination.ORIGINAL_PAYMENT_METHOD
-        if self._facts is not None and self._facts.source_account_id is not None:
-            self._progress.categories = {c: CategoryProgress(category=c) for c in Category}
-        # Written with the next change (transferring, or completed): same workflow task.
-        await self._transition(S.ACCEPTED, "accepted", "Accepted: joining the account",
-                               {"refund_destination": self._destination.value}
-                               if self._progress.quote else {}, record=False)
-        return self._outcome()
-
-    def _outcome(self) -> AcceptOutcome:
-        """The answer to `accept` in the current state (also for a repeated click)."""
-        p = self._progress
-        if self._status == S.BLOCKED:
-            return AcceptOutcome(outcome="blocked", error_code=ERROR_1009, blocking=p.blocking,
-                                 message=blocked_message(p.account_name, p.blocking))
-        if self._status == S.AWAITING_REFUND_CHOICE and p.quote is not None:
-            return AcceptOutcome(outcome="refund_choice_needed", quote=p.quote,
-                                 message=refund_message(p.quote))
-        if self._status in (S.ACCEPTED, S.TRANSFERRING, S.COMPLETED):
-            return AcceptOutcome(outcome="accepted", quote=p.quote,
-                                 message=f"Accepted: your account joins {p.account_name}; "
-                                         "your data is on its way.")
-        raise self._not_awaiting()
-
-    def _not_awaiting(self) -> ApplicationError:
-        return _rejected("NotAwaitingAcceptance", "The invitation is not awaiting acceptance: "
-                         f"it is {self._status.value}.")

@@ -1,12 +1,12 @@
 """The saga's steps and their undo: link the member, pay the refund, move each category
-of data in parallel; unlink, reverse, remove the copies. Called from
-`InvitationWorkflow._join` (workflows/invitation.py), whose state they read.
+of data in parallel; unlink, reverse, remove the copies; the compensation that runs the
+undo newest first; finalise (the point of no return) and the release after it. Called
+from `InvitationWorkflow._join` (workflows/invitation.py), whose state they read.
 
-Link and refund are short local activities; a transfer is a quick local try (a small
-category moves whole inside the workflow task), then, for what is left, a heartbeating
-activity. Every
-undo is keyed by the invitation (never by a step's returned result), so it is right even
-when its step committed but the answer was lost.
+Link and refund are short local activities; a transfer, finalise and the release are a
+quick local try first (a small category moves whole inside the workflow task), then, for
+what is left, an activity. Every undo is keyed by the invitation (never by a step's
+returned result), so it is right even when its step committed but the answer was lost.
 """
 
 from __future__ import annotations
@@ -18,12 +18,15 @@ from temporalio import workflow
 from temporalio.exceptions import FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.finalising import FinaliseActivities
     from activities.platform import PlatformActivities
     from activities.transfers import TransferActivities
     from models.activity_io import (
         AuditNote,
+        Finalise,
         LinkMember,
         PayRefund,
+        ReleaseSource,
         ReverseRefund,
         StatusChange,
         Transfer,
@@ -31,12 +34,14 @@ with workflow.unsafe.imports_passed_through():
         UndoTransfer,
         UnlinkInvitation,
     )
-    from models.payloads import Category, RefundDestination
+    from models.payloads import Category, EmailKind, InvitationStatus, RefundDestination
 
 from workflows import options
 from workflows.details import CATEGORY_LABELS, describe_failure
-from workflows.saga import shielded
-from workflows.telling import Telling, cancelled
+from workflows.saga import Compensations, shielded
+from workflows.telling import Mail, Telling, cancelled
+
+S = InvitationStatus
 
 # Invitations started before this patch transfer, finalise and release with activities only.
 QUICK = "quick-first-tries"
@@ -68,6 +73,7 @@ class Moving(Telling):
     _destination: RefundDestination
     _user_id: int
     _made_live: dict[str, int]
+    _retry_compensation: bool  # an operator asked to undo what is left
 
     async def _link(self, record: StatusChange | None) -> None:
         self._set_step("Linking the member to the account")
@@ -147,6 +153,8 @@ class Moving(Telling):
         label = CATEGORY_LABELS[category.value]
         try:
             quick = await self._quick_transfer(step, label) if workflow.patched(QUICK) else None
+            if quick is None:
+                self._loud()  # this transfer takes a while: operators can find it
             done: Transferred = quick if quick is not None else \
                 await workflow.execute_activity_method(
                     TRANSFER_METHODS[category], step, summary=f"Transfer {label}",
@@ -187,3 +195,94 @@ class Moving(Telling):
             UndoTransfer(invitation_id=self._id, category=category),
             summary=f"Undo: remove copied {CATEGORY_LABELS[category.value].lower()}",
             **options.UNDO)
+
+    # -- the point of no return, and after it
+
+    async def _finalise(self) -> None:
+        """The point of no return: once it starts it runs until it commits. A cancel here
+        is refused (it would undo a join the database has made final)."""
+        self._set_step("Finalising")
+        req = Finalise(invitation_id=self._id, user_id=self._user_id,
+                       source_account_id=self._facts.source_account_id if self._facts else None,
+                       org_account_id=self._input.account_id,
+                       completed=self._change(S.COMPLETED, "completed"))
+        policy = options.FINALISE_FIRST
+        quick = workflow.patched(QUICK)  # one short transaction: first inside the task
+        while True:
+            try:
+                if quick:
+                    quick = False
+                    finalised = await workflow.execute_local_activity_method(
+                        FinaliseActivities.finalise, req,
+                        summary="Finalise (point of no return)", **options.QUICK)
+                else:
+                    finalised = await workflow.execute_activity_method(
+                        FinaliseActivities.finalise, req,
+                        summary="Finalise (point of no return)", **policy)
+                break
+            except FailureError as err:
+                reason = describe_failure(err)
+            except asyncio.CancelledError:
+                workflow.logger.warning("cancel refused: past the point of no return",
+                                        extra={"invitation_id": self._id})
+                self._progress.step = "Finalising (a cancel was refused: no return now)"
+                continue
+            workflow.logger.error("finalise keeps failing: %s", reason,
+                                  extra={"invitation_id": self._id})
+            self._progress.failure_reason = f"finalising is stuck, still retrying: {reason}"
+            self._set_step("Finalising is stuck: retrying until it commits")
+            self._alert("finalising_stuck", "invitations_finalising_stuck")
+            policy = options.FINALISE_AGAIN
+        if self._progress.alert == "finalising_stuck":
+            self._progress.failure_reason = None
+            self._alert(None)
+        self._made_live = finalised.made_live
+
+    async def _release(self, source: int) -> None:
+        req = ReleaseSource(invitation_id=self._id, user_id=self._user_id,
+                            source_account_id=source, org_account_id=self._input.account_id)
+        if workflow.patched(QUICK):
+            try:  # a small source goes inside the workflow task; the rest as an activity
+                released = await workflow.execute_local_activity_method(
+                    FinaliseActivities.release_source,
+                    req.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS}),
+                    summary="Release the source (quick)", **options.QUICK)
+                if released.finished:
+                    return
+            except FailureError as err:
+                if cancelled(err):
+                    raise asyncio.CancelledError() from err
+        await workflow.execute_activity_method(
+            FinaliseActivities.release_source, req,
+            summary="Release the source (after completion)", **options.RELEASE)
+
+    async def _compensate(self, saga: Compensations, reason: str) -> None:
+        self._loud()
+        self._progress.failure_reason = reason
+        self._set_step("Compensating: undoing every step done, newest first")
+        workflow.logger.error("invitation failed, compensating: %s", reason,
+                              extra={"invitation_id": self._id})
+        while failed := await saga.run():
+            # An undo failed for good: say exactly what is left and wait for an operator.
+            self._progress.undo_left = failed
+            self._alert("needs_attention", "invitations_needs_attention")
+            await shielded(lambda: self._transition(
+                S.NEEDS_ATTENTION, "needs_attention",
+                "Needs attention: an undo step failed; fix it, then retry_compensation",
+                {"undo_left": failed}))
+            self._spawn(self._tell(Mail(EmailKind.ADMIN_NEEDS_ATTENTION, admin=True)))
+            # Only an operator ends this wait: a cancel now would leave the undo half done.
+            await shielded(lambda: workflow.wait_condition(lambda: self._retry_compensation))
+            self._set_step("Compensating again, as an operator asked")
+        self._retry_compensation = False
+        self._progress.undo_left = []
+        self._alert(None)
+        for progress in self._progress.categories.values():
+            if progress.state in ("running", "staged"):
+                progress.state = "compensated"
+        await shielded(lambda: self._transition(
+            S.FAILED, "failed_compensated", "Failed; everything done was undone",
+            {"reason": self._progress.failure_reason}))
+        self._count("invitations_failed")
+        await shielded(lambda: self._tell(Mail(EmailKind.FAILED),
+                                          Mail(EmailKind.ADMIN_FAILED, admin=True)))
