@@ -16,7 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from models.activity_io import ClaimRefusal
-from models.tables import Account, JoinClaim, JoinClaimState, User
+from models.payloads import FINAL_STATUS_VALUES
+from models.tables import Account, Invitation, JoinClaim, JoinClaimState, User
 
 ACTIVE = (JoinClaimState.JOINING, JoinClaimState.LINKED)
 
@@ -44,9 +45,17 @@ def take_claim(
     source_account_id: int | None, user_type: str,
 ) -> ClaimRefusal | None:
     """Claim `email`'s join for `invitation_id`; None when held (now or already), else
-    why not. Safe to run twice: the holder finds its own claim."""
+    why not. Safe to run twice: the holder finds its own claim. An invitation that ended
+    meanwhile (declined, revoked, expired while its acceptance was checked) takes none:
+    its ending releases claims in the transaction that ends its row, and this one reads
+    that row under a lock (PostgreSQL: FOR UPDATE; SQLite: the write lock), so whichever
+    commits first, no claim is left behind (tests/test_races.py)."""
     org = lock_account(session, org_account_id)
     assert org is not None
+    status = session.exec(select(Invitation.status).where(
+        Invitation.id == invitation_id).with_for_update()).first()
+    if status in FINAL_STATUS_VALUES:
+        return None  # the workflow already ended it and says so; nothing to hold
     mine = session.exec(select(JoinClaim).where(
         JoinClaim.email == email, JoinClaim.invitation_id == invitation_id)).first()
     if mine is not None and mine.state in ACTIVE:

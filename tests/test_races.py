@@ -16,9 +16,15 @@ from sqlmodel import Session, select
 
 from activities.platform import PlatformActivities
 from config import Settings
-from models.activity_io import AcceptanceCheck, LinkMember, PayRefund
+from models.activity_io import (
+    AcceptanceCheck,
+    LinkMember,
+    PayRefund,
+    RegisterInvitation,
+    StatusChange,
+)
 from models.ids import invitation_id
-from models.payloads import RefundDestination, UserType
+from models.payloads import InvitationInput, InvitationStatus, RefundDestination, UserType
 from models.seed import IndividualSpec, create_individual, create_org
 from models.tables import Account, JoinClaim, RefundLedger, Subscription, User
 from tests.concurrency_helpers import at_once, exceptions
@@ -178,3 +184,24 @@ def test_mixed_case_email_is_the_same_person(engine: Engine, settings: Settings)
         same = session.exec(select(func.count()).select_from(User).where(
             func.lower(User.email) == "legacy.upper@example.com")).one()
     assert same == 1
+
+
+def test_an_invitation_ending_while_its_acceptance_is_checked_keeps_no_claim(
+    engine: Engine, settings: Settings,
+) -> None:
+    """A decline (or revoke, expiry) recorded while the acceptance check runs: whichever
+    commits first, the person is left free to join another account."""
+    acts = PlatformActivities(settings, engine)
+    [org] = _orgs(engine, 1)
+    for email in _people(engine, settings, "ending", ROUNDS):
+        inv = invitation_id(org, email)
+        acts._register_invitation(RegisterInvitation(
+            invitation_id=inv, invited_at=NOW, expires_at=NOW + timedelta(days=30),
+            input=InvitationInput(account_id=org, invited_by="admin@org0.test", email=email)))
+        ended = StatusChange(invitation_id=inv, status=InvitationStatus.DECLINED, at=NOW,
+                             event="declined")
+        results = at_once([lambda e=email: acts._check_acceptance(_check(org, e)),
+                           lambda c=ended: acts._record_status(c)])
+        assert exceptions(results) == []
+    with Session(engine) as session:
+        assert session.exec(select(JoinClaim)).all() == []
