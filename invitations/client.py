@@ -46,7 +46,7 @@ from invitations.models import (
 )
 from invitations.starting import BulkStart, error_row
 from invitations.validation import Checked, Inviter, check_inviter, validate
-from models.db import as_utc, write_session
+from models.db import as_utc
 from models.links import signed_acceptance_url
 from models.payloads import (
     FINAL_STATUS_VALUES,
@@ -186,19 +186,17 @@ class InvitationsClient:
         """A new email; the expiry moves to `expires_in_days` (default: the settings' 30)
         days from now."""
         days = expires_in_days or self.settings.invitation_expiry_days
-        progress = await self._update(invitation, "resend", ResendRequest(expires_in_days=days),
-                                      Progress)
-        await asyncio.to_thread(self._sync_row, progress, expiry=True)
-        return progress
+        # The update answers once the workflow recorded the new expiry (the row's only
+        # writer): the Pending list shows it at once.
+        return await self._update(invitation, "resend", ResendRequest(expires_in_days=days),
+                                  Progress)
 
     async def revoke(self, invitation: str, by: str | None = None,
                      reason: str | None = None) -> Progress:
         """Ends an invitation whose data has not started moving; after that point the
         workflow refuses with AlreadyMovingData (raised as such)."""
-        progress = await self._update(invitation, "revoke", RevokeRequest(by=by, reason=reason),
-                                      Progress)
-        await asyncio.to_thread(self._sync_row, progress, expiry=False)
-        return progress
+        return await self._update(invitation, "revoke", RevokeRequest(by=by, reason=reason),
+                                  Progress)
 
     async def accept(self, invitation: str, request: AcceptRequest | None = None) -> AcceptOutcome:
         return await self._update(invitation, "accept", request or AcceptRequest(), AcceptOutcome)
@@ -261,22 +259,6 @@ class InvitationsClient:
     def _row(self, invitation: str) -> Invitation | None:
         with Session(self.engine) as session:
             return session.get(Invitation, invitation)
-
-    def _sync_row(self, progress: Progress, *, expiry: bool) -> None:
-        """Show a resend's new expiry or a revoke's end in the Pending list at once (the
-        workflow's activities write the same values; only expiry and final statuses are
-        written here, so a late write never undoes a newer state)."""
-        with write_session(self.engine) as session:
-            row = session.get(Invitation, progress.invitation_id)
-            if row is None:
-                return
-            if expiry:
-                row.expires_at = progress.expires_at
-            if progress.status.is_final:
-                row.status = progress.status.value
-            row.updated_at = datetime.now(UTC)
-            session.add(row)
-            session.commit()
 
     def _in_session(self, fn: Callable[..., Any], *args: Any) -> Any:
         with Session(self.engine) as session:
