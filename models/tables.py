@@ -18,9 +18,10 @@ from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, e
 from sqlmodel import Field, SQLModel
 
 from models.ids import normalise_email
-from models.types import UTCDateTime
+from models.types import MinorUnitsType, UTCDateTime
 
-# An int that refuses floats, Decimals and numeric strings: money never passes as 12.5.
+# An int that refuses floats, Decimals and numeric strings when validated; the column type
+# (MinorUnitsType) refuses them when written: money never reaches the database as 12.5.
 MinorUnits = Annotated[int, Strict()]
 
 
@@ -47,7 +48,7 @@ class Account(SQLModel, table=True):
     paid: bool = False
     licensed_seats: int = Field(default=0, ge=0)
     currency: str = Field(default="USD", min_length=3, max_length=3)
-    credit_balance_minor: MinorUnits = 0
+    credit_balance_minor: MinorUnits = Field(default=0, sa_type=MinorUnitsType)
     status: str = "active"  # active | closed
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
@@ -75,7 +76,7 @@ class Subscription(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(foreign_key="account.id", index=True)
     plan: str
-    price_minor: MinorUnits
+    price_minor: MinorUnits = Field(sa_type=MinorUnitsType)
     currency: str = Field(min_length=3, max_length=3)
     period_start: datetime = Field(sa_type=UTCDateTime)
     period_end: datetime = Field(sa_type=UTCDateTime)
@@ -215,7 +216,7 @@ class RefundLedger(SQLModel, table=True):
     invitation_id: str = Field(index=True)
     subscription_id: int = Field(foreign_key="subscription.id")
     kind: str  # refund | reversal
-    amount_minor: MinorUnits  # positive for a refund, negative for its reversal
+    amount_minor: MinorUnits = Field(sa_type=MinorUnitsType)  # a refund > 0, its reversal < 0
     currency: str = Field(min_length=3, max_length=3)
     destination: str  # original_payment_method | account_credit
     destination_account_id: int | None = None

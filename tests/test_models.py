@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, select
 
 from models import links
@@ -73,6 +74,17 @@ def test_money_is_integer_minor_units(bad: object) -> None:
         prorated_refund_minor(price_minor=bad, period_start=datetime(2026, 11, 1, tzinfo=UTC),  # type: ignore[arg-type]
                               period_end=datetime(2026, 12, 1, tzinfo=UTC),
                               at=datetime(2026, 11, 16, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("bad", [12.5, Decimal("12.5"), "1250", True])
+def test_money_that_is_not_an_int_never_reaches_the_database(engine: Engine, bad: object) -> None:
+    """A table class does not validate in __init__: the column type refuses it on write."""
+    with Session(engine) as s:
+        s.add(Account(name="x", kind=AccountKind.BUSINESS, credit_balance_minor=bad))
+        with pytest.raises(StatementError, match="minor units"):
+            s.commit()
+    with Session(engine) as s, pytest.raises(StatementError, match="minor units"):
+        s.execute(update(Account).values(credit_balance_minor=bad))
 
 
 def test_negative_price_rejected_by_the_database(engine: Engine) -> None:
