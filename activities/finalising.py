@@ -54,7 +54,7 @@ from models.activity_io import (
 from models.db import prepared, write_transaction
 from models.payloads import Category
 from models.platform import CATEGORY_TABLES
-from models.records import record_change
+from models.records import insert_event_once, record_change
 from models.tables import Account, AuditEvent, User, utcnow
 
 
@@ -117,11 +117,12 @@ class FinaliseActivities:
             already = conn.execute(prepared(conn, "finalise_event", lambda: select(
                 events.c.id).where(events.c.invitation_id == bindparam("invitation"),
                                    events.c.kind == "finalised").limit(1)), mine).first()
-            if already is None:
-                conn.execute(events.insert().values(
-                    invitation_id=req.invitation_id, account_id=req.org_account_id,
-                    at=datetime.now(UTC), kind="finalised",
-                    detail={"made_live": made_live, "source_closed": closed}))
+            if already is None:  # keyed by the workflow's time: overlapping attempts agree
+                insert_event_once(
+                    conn, invitation_id=req.invitation_id, kind="finalised",
+                    at=req.completed.at if req.completed is not None else datetime.now(UTC),
+                    account_id=req.org_account_id,
+                    detail={"made_live": made_live, "source_closed": closed})
             if req.completed is not None:
                 record_change(conn, req.completed)
         return Finalised(made_live=made_live, source_account_closed=closed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, select, update
 from sqlmodel import Session, col
 
 from models import claims
@@ -55,17 +55,13 @@ def upsert_invitation(
 def insert_event_once(conn: Connection, *, invitation_id: str, kind: str, at: datetime,
                       account_id: int | None, detail: dict[str, Any]) -> bool:
     """Audit events are keyed by (invitation, kind, time): the workflow's clock makes a
-    retried activity write the same key, so it is written once. True if written now."""
+    retried activity write the same key, and a unique index (`uq_auditevent_once`) lets
+    only one of two attempts at the same time write it. True if written now."""
     key = {"invitation_id": invitation_id, "kind": kind, "at": as_utc(at)}
-    exists = conn.execute(prepared(conn, "event_exists", lambda: select(EVENTS.c.id).where(
-        EVENTS.c.invitation_id == bindparam("invitation_id"),
-        EVENTS.c.kind == bindparam("kind"), EVENTS.c.at == bindparam("at"),
-    ).limit(1)), key).first()
-    if exists is not None:
-        return False
-    # A Core INSERT: nothing reads the event back, so no ORM object (and no flush) for it.
-    conn.execute(EVENTS.insert(), key | {"account_id": account_id, "detail": detail})
-    return True
+    inserted = conn.execute(prepared(conn, "event_once", lambda: insert_for(conn, EVENTS)
+                                     .on_conflict_do_nothing().returning(EVENTS.c.id)),
+                            key | {"account_id": account_id, "detail": detail}).first()
+    return inserted is not None
 
 
 def record_change(conn: Connection, change: StatusChange) -> None:

@@ -224,6 +224,8 @@ class RefundLedger(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
+    # An invitation's event is written once per (kind, time): models.records.insert_event_once
+    __table_args__ = (Index("uq_auditevent_once", "invitation_id", "kind", "at", unique=True),)
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
     invitation_id: str | None = Field(default=None, index=True)

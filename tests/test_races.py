@@ -205,3 +205,22 @@ def test_an_invitation_ending_while_its_acceptance_is_checked_keeps_no_claim(
         assert exceptions(results) == []
     with Session(engine) as session:
         assert session.exec(select(JoinClaim)).all() == []
+
+
+def test_an_audit_event_is_written_once_however_many_attempts_overlap(engine: Engine) -> None:
+    """Attempts of one step at the same time (a local activity timed out while still
+    running, then retried) write its event once: exactly one reports it written."""
+    from models.db import write_transaction
+    from models.records import insert_event_once
+    from models.tables import AuditEvent
+
+    def attempt(n: int) -> bool:
+        with write_transaction(engine) as conn:
+            return insert_event_once(conn, invitation_id=f"inv-{n}", kind="accepted", at=NOW,
+                                     account_id=None, detail={})
+
+    for n in range(ROUNDS):
+        results = at_once([lambda n=n: attempt(n) for _ in range(3)])
+        assert exceptions(results) == [] and sorted(results) == [False, False, True], results
+    with Session(engine) as session:
+        assert session.exec(select(func.count()).select_from(AuditEvent)).one() == ROUNDS
