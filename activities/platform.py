@@ -1,6 +1,7 @@
 """Activities that change the platform's records around one invitation: the admin-facing
-Invitation row and its audit trail, membership of the organisation, and the refund. (The
-final switch that makes the transferred data live is activities.finalising.)
+Invitation row and its audit trail, the acceptance check, membership of the organisation,
+and the refund (its money in activities/refunds.py). (The final switch that makes the
+transferred data live is activities.finalising.)
 
 Each method is safe to run twice: writes are keyed by the invitation (audit events by
 (invitation, kind, time), the refund by its idempotency key, the link by its "linked"
@@ -15,11 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, update
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import refunds
 from config import Settings
 from models.activity_io import (
     ERR_CLAIM_LOST,
@@ -44,30 +45,26 @@ from models.claims import (
     take_claim,
 )
 from models.db import as_utc, write_session, write_transaction
-from models.ids import normalise_email, refund_idempotency_key, reversal_idempotency_key
-from models.money import prorated_refund_minor
+from models.ids import normalise_email
 from models.payloads import (
     Payment,
-    RefundDestination,
 )
 from models.platform import (
     CATEGORY_TABLES,
-    active_subscription,
     blocking_items,
     find_user,
     is_admin_of,
     refund_quote,
     reports_left_behind,
     settings_changes,
+    source_view,
 )
 from models.records import insert_event_once, record_change, upsert_invitation
 from models.tables import (
     Account,
     AuditEvent,
     Invitation,
-    RefundLedger,
     Role,
-    Subscription,
     User,
     utcnow,
 )
@@ -78,16 +75,7 @@ INVITATIONS: Table = Invitation.__table__  # type: ignore[attr-defined]
 
 # Business failures of this module not (yet) in models.activity_io.
 ERR_INVALID_INVITATION = "InvalidInvitation"  # unknown account, or inviter not owner/admin
-ERR_CURRENCY_MISMATCH = "CurrencyMismatch"  # credit to an account billed in another currency
 
-
-
-def source_view(user_id: int, source_account_id: int) -> User:
-    """A detached stand-in for the invitee *as a member of their individual account*.
-    The read rules of models.platform select by (user.id, user.account_id); once the
-    invitee is linked their real account_id is the organisation, so activities that run
-    after the link pass this view instead. Never added to a session."""
-    return User(id=user_id, account_id=source_account_id, email="")
 
 
 def add_event_once(
@@ -112,31 +100,6 @@ def _last_link_event(session: Session, invitation_id: str) -> AuditEvent | None:
             col(AuditEvent.kind).in_(("linked", "unlinked")),
         ).order_by(col(AuditEvent.id).desc())
     ).first()
-
-
-def _payment(row: RefundLedger, status: str) -> Payment:
-    return Payment(idempotency_key=row.idempotency_key, amount_minor=abs(row.amount_minor),
-                   currency=row.currency, destination=RefundDestination(row.destination),
-                   status=status)
-
-
-def _refunds(session: Session, invitation_id: str) -> list[RefundLedger]:
-    """The refunds paid for this invitation, one per round, oldest first."""
-    return list(session.exec(select(RefundLedger).where(
-        RefundLedger.invitation_id == invitation_id, RefundLedger.kind == "refund",
-    ).order_by(col(RefundLedger.id))).all())
-
-
-def _reversed(session: Session, invitation_id: str, round: int) -> bool:
-    key = reversal_idempotency_key(invitation_id, round)
-    return session.exec(select(RefundLedger).where(
-        RefundLedger.idempotency_key == key)).first() is not None
-
-
-def add_credit(session: Session, account_id: int, amount_minor: int) -> None:
-    """One statement: concurrent credits to one account add up (no read-modify-write)."""
-    session.connection().execute(update(Account).where(col(Account.id) == account_id)
-                 .values(credit_balance_minor=Account.credit_balance_minor + amount_minor))
 
 
 def _tables() -> dict[str, Table]:
@@ -372,67 +335,14 @@ class PlatformActivities:
                                    kind="unlinked", detail=detail))
             session.commit()
 
-    # -- money --------------------------------------------------------------------------
+    # -- money: the refund and its reversal (activities/refunds.py) ---------------------
 
     @activity.defn(name="pay_refund")
     async def pay_refund(self, req: PayRefund) -> Payment:
         return await asyncio.to_thread(self._pay_refund, req)
 
     def _pay_refund(self, req: PayRefund) -> Payment:
-        at = as_utc(req.at)
-        with write_session(self.engine) as session:
-            refunds = _refunds(session, req.invitation_id)
-            if refunds and not _reversed(session, req.invitation_id, len(refunds)):
-                return _payment(refunds[-1], "paid")  # this round already paid
-            key = refund_idempotency_key(req.invitation_id, len(refunds) + 1)
-            sub = active_subscription(session, req.source_account_id)
-            if sub is None or sub.price_minor == 0:
-                source = session.get(Account, req.source_account_id)
-                return Payment(idempotency_key=key, amount_minor=0,
-                               currency=source.currency if source else "USD",
-                               destination=req.destination, status="none")
-            assert sub.id is not None
-            amount, _, _ = prorated_refund_minor(
-                price_minor=sub.price_minor, period_start=as_utc(sub.period_start),
-                period_end=as_utc(sub.period_end), at=at)
-            # Ends the subscription only if it is still active: of two overlapping
-            # attempts, the second matches no row and reports the first one's payment.
-            ended = session.connection().execute(update(Subscription).where(
-                col(Subscription.id) == sub.id, col(Subscription.status) == "active",
-            ).values(status="ended", ended_at=at))
-            if ended.rowcount != 1:
-                session.rollback()
-                return self._paid_by_another_attempt(session, key)
-            credit_to = None
-            if req.destination == RefundDestination.ACCOUNT_CREDIT:
-                org = session.get(Account, req.org_account_id)
-                assert org is not None
-                if org.currency != sub.currency:
-                    raise ApplicationError(
-                        f"cannot credit {sub.currency} to {org.name}, billed in {org.currency}",
-                        type=ERR_CURRENCY_MISMATCH, non_retryable=True)
-                add_credit(session, req.org_account_id, amount)
-                credit_to = org.id
-            row = RefundLedger(idempotency_key=key, invitation_id=req.invitation_id,
-                               subscription_id=sub.id, kind="refund", amount_minor=amount,
-                               currency=sub.currency, destination=req.destination.value,
-                               destination_account_id=credit_to, created_at=at)
-            paid = _payment(row, "paid")  # before the commit expires `row`
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:  # a concurrent attempt paid first: report its payment
-                session.rollback()
-                return self._paid_by_another_attempt(session, key)
-            return paid
-
-    @staticmethod
-    def _paid_by_another_attempt(session: Session, key: str) -> Payment:
-        row = session.exec(select(RefundLedger).where(RefundLedger.idempotency_key == key)).first()
-        if row is None:  # the subscription ended some other way: let the retry look again
-            raise ApplicationError("the subscription changed while paying the refund; retrying",
-                                   type="RefundRaced")
-        return _payment(row, "paid")
+        return refunds.pay_refund(self.engine, req)
 
     @activity.defn(name="reverse_refund")
     async def reverse_refund(self, req: ReverseRefund) -> Payment:
@@ -441,38 +351,4 @@ class PlatformActivities:
         return await asyncio.to_thread(self._reverse_refund, req)
 
     def _reverse_refund(self, req: ReverseRefund) -> Payment:
-        with write_session(self.engine) as session:
-            refunds = _refunds(session, req.invitation_id)
-            key = reversal_idempotency_key(req.invitation_id, max(1, len(refunds)))
-            refund = refunds[-1] if refunds else None
-            if refund is None:
-                source = session.get(Account, req.source_account_id)
-                return Payment(idempotency_key=key, amount_minor=0,
-                               currency=source.currency if source else "USD",
-                               destination=RefundDestination.ORIGINAL_PAYMENT_METHOD,
-                               status="none")
-            done = session.exec(select(RefundLedger).where(
-                RefundLedger.idempotency_key == key)).first()
-            if done is not None:
-                return _payment(done, "reversed")
-            session.connection().execute(update(Subscription).where(
-                col(Subscription.id) == refund.subscription_id,
-                col(Subscription.status) == "ended",
-            ).values(status="active", ended_at=None))
-            if refund.destination_account_id is not None:
-                add_credit(session, refund.destination_account_id, -refund.amount_minor)
-            row = RefundLedger(idempotency_key=key, invitation_id=req.invitation_id,
-                               subscription_id=refund.subscription_id, kind="reversal",
-                               amount_minor=-refund.amount_minor, currency=refund.currency,
-                               destination=refund.destination,
-                               destination_account_id=refund.destination_account_id)
-            reversed_ = _payment(row, "reversed")  # before the commit expires `row`
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                row = session.exec(select(RefundLedger).where(
-                    RefundLedger.idempotency_key == key)).one()
-                return _payment(row, "reversed")
-            return reversed_
+        return refunds.reverse_refund(self.engine, req)

@@ -54,7 +54,6 @@ from activities.fencing import (
     inserted_rows,
     state_row,
 )
-from activities.platform import source_view
 from activities.recording_files import (
     copy_verified,
     remove_staging_files,
@@ -74,7 +73,12 @@ from models.activity_io import (
 )
 from models.db import as_utc, insert_for, prepared, write_transaction
 from models.payloads import Category, SettingChange
-from models.platform import CATEGORY_TABLES, reports_left_behind_count, settings_changes
+from models.platform import (
+    CATEGORY_TABLES,
+    reports_left_behind_count,
+    settings_changes,
+    source_view,
+)
 from models.tables import Account, User, UserSetting, utcnow
 
 __all__ = ["TransferActivities", "staging_dir_name"]

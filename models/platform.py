@@ -217,3 +217,11 @@ def is_admin_of(session: Session, email: str, account_id: int) -> User | None:
     if user and user.account_id == account_id and user.role in (Role.OWNER, Role.ADMIN):
         return user
     return None
+
+
+def source_view(user_id: int, source_account_id: int) -> User:
+    """A detached stand-in for the invitee *as a member of their individual account*.
+    The read rules above select by (user.id, user.account_id); once the invitee is linked
+    their real account_id is the organisation, so steps that run after the link pass this
+    view instead. Never added to a session."""
+    return User(id=user_id, account_id=source_account_id, email="")
