@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, and_, func, or_
+from sqlalchemy import ColumnElement, ScalarSelect, and_, bindparam, func, or_
 from sqlmodel import Session, col, select
 
-from models.db import as_utc
+from models.db import as_utc, prepared
 from models.ids import normalise_email
 from models.money import FORMULA, prorated_refund_minor
 from models.payloads import (
@@ -121,26 +121,32 @@ def settings_changes(
     session: Session, invitee: User, org_account_id: int, group: str | None,
 ) -> list[SettingChange]:
     """The invitee's settings that a lock of the organisation (or of the invited group)
-    overrides: key, old value, new value, and why. A group lock wins over an account lock."""
-    org = session.get(Account, org_account_id)
-    assert org is not None
+    overrides: key, old value, new value, and why. A group lock wins over an account lock.
+    (Core statements built once: it runs at every acceptance check and settings transfer.)"""
+    conn = session.connection()
+    accounts = Account.__table__  # type: ignore[attr-defined]
+    locked = AccountSetting.__table__  # type: ignore[attr-defined]
+    mine_table = UserSetting.__table__  # type: ignore[attr-defined]
+    org_name = conn.execute(prepared(conn, "settings_org_name", lambda: select(
+        accounts.c.name).where(accounts.c.id == bindparam("org"))),
+        {"org": org_account_id}).scalar_one()
+    rows = conn.execute(prepared(conn, "settings_locks", lambda: select(
+        locked.c.key, locked.c.value, locked.c.group_name).where(
+        locked.c.account_id == bindparam("org"), locked.c.locked == True)),  # noqa: E712
+        {"org": org_account_id}).all()
     locks: dict[str, tuple[object, str]] = {}
-    rows = session.exec(
-        select(AccountSetting).where(
-            AccountSetting.account_id == org_account_id, AccountSetting.locked == True,  # noqa: E712
-        )
-    ).all()
     for row in sorted(rows, key=lambda r: r.group_name is not None):  # account, then group
         if row.group_name is None:
-            locks[row.key] = (row.value, f"locked by account {org.name}")
+            locks[row.key] = (row.value, f"locked by account {org_name}")
         elif group is not None and row.group_name == group:
-            locks[row.key] = (row.value, f"locked by group {group} of {org.name}")
-    mine = session.exec(
-        select(UserSetting).where(
-            UserSetting.user_id == invitee.id, UserSetting.account_id == invitee.account_id,
-            live_rows(UserSetting),
-        ).order_by(col(UserSetting.key))
-    ).all()
+            locks[row.key] = (row.value, f"locked by group {group} of {org_name}")
+    if not locks:
+        return []
+    mine = conn.execute(prepared(conn, "settings_mine", lambda: select(
+        mine_table.c.key, mine_table.c.value).where(
+        mine_table.c.user_id == bindparam("user"), mine_table.c.account_id == bindparam("acc"),
+        live_rows(UserSetting)).order_by(mine_table.c.key)),
+        {"user": invitee.id, "acc": invitee.account_id}).all()
     changes = []
     for setting in mine:
         if setting.key in locks and locks[setting.key][0] != setting.value:
