@@ -62,7 +62,7 @@ test: $(STAMP) test-deps lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy workflows activities models admin webhooks domains linkhandler invitations
+	$(BIN)/mypy workflows activities models content admin webhooks domains linkhandler invitations
 
 clean:
 	rm -rf .data test-artifacts

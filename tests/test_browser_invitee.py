@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from linkhandler.present import BASIC_LIMITS
+from content.present import BASIC_LIMITS
 from mailcatcher import read_messages
 from models.ids import invitation_id
 from models.payloads import InvitationInput, UserType

@@ -15,7 +15,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.mail import EmailRenderer, MailActivities
 from config import Settings
-from linkhandler.present import BASIC_LIMITS
+from content.present import BASIC_LIMITS
 from mailcatcher import read_messages
 from models.links import verify
 from models.payloads import (

@@ -12,7 +12,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from models.money import format_minor
 from models.payloads import Category, RefundQuote, UserType
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"  # email/, pages/ (link handler), console/ (admin console)
+STATIC = HERE / "static"  # served at /static by the link handler and the admin app
 
 CATEGORY_LABELS = {
     Category.PROFILE: "Profile (name, picture, time zone, language)",
