@@ -11,7 +11,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config import Settings
-from content.present import BASIC_LIMITS, make_environment, refund_formula
+from content.labels import BASIC_LIMITS
+from content.present import make_environment, refund_formula
 from linkhandler.contract import Outcome, answer
 from linkhandler.hardening import BadLinkLimiter
 from linkhandler.invitee import (

@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from content.present import BASIC_LIMITS
+from content.labels import BASIC_LIMITS
 from linkhandler.app import create_app
 from models.activity_io import AcceptanceCheck, AcceptanceFacts, Transfer, Transferred
 from models.ids import invitation_id
