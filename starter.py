@@ -36,13 +36,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from config import Settings, connect_temporal, get_settings
+from content.labels import status_label
 from domains.cli import LOCAL_COMMANDS as LOCAL_DOMAIN_COMMANDS
 from domains.cli import add_domain_parser, run_domain_command
 from invitations import InvitationsClient
 from invitations.csvimport import read_invite_csv
 from invitations.errors import InvitationError, TemporalUnavailable
 from invitations.models import InviteRequest, Outcome, RowResult
-from invitations.render import STATE_LABELS, pending_table, progress_tables, results_table, when
+from invitations.render import pending_table, progress_tables, results_table, when
 from models.db import engine_from, init_db
 from webhooks.cli import add_webhook_parser, run_webhook_command
 
@@ -144,7 +145,7 @@ async def cmd_resend(client: InvitationsClient, args: argparse.Namespace, out: O
 async def cmd_revoke(client: InvitationsClient, args: argparse.Namespace, out: Output) -> int:
     p = await client.revoke(args.invitation, by=args.by, reason=args.reason)
     out.show(dump(p), f"Revoked the invitation of {p.email} "
-                      f"({STATE_LABELS.get(p.status.value, p.status.value)}); its link no "
+                      f"({status_label(p.status)}); its link no "
                       "longer works.")
     return EXIT_OK
 

@@ -23,6 +23,7 @@ from temporalio import activity
 
 from activities.mail import SENT, SmtpSession, message_id
 from config import Settings
+from content.present import make_environment
 from domains.claims import verified_domain
 from domains.sweep_tables import DomainSweepPerson
 from invitations.client import InvitationsClient
@@ -33,7 +34,6 @@ from invitations.errors import (
     WorkflowRefused,
 )
 from invitations.validation import check_inviter
-from linkhandler.present import make_environment
 from models.db import insert_for, write_transaction
 from models.domain_sweep import (
     CheckSweep,

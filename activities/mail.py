@@ -1,6 +1,6 @@
 """Sending mail over SMTP (aiosmtplib), idempotent per message.
 
-One template pair per EmailKind under linkhandler/templates/email: `<kind>.txt` (whose
+One template pair per EmailKind under content/templates/email: `<kind>.txt` (whose
 `subject` variable is the subject) and `<kind>.html`. The SentEmail row (unique
 message_key) is written after the SMTP server accepted the message, so a retried activity
 finds it and sends nothing. The one gap: a worker that dies between the server's "250"
@@ -32,7 +32,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from config import Settings
-from linkhandler.present import make_environment
+from content.present import make_environment
 from models.db import insert_for, prepared, write_transaction
 from models.links import signed_acceptance_url
 from models.payloads import (

@@ -26,9 +26,9 @@ from config import (
     require_production_secrets,
     secrets_to_mask,
 )
+from content.present import STATIC
 from invitations.client import InvitationsClient
 from linkhandler.hardening import SecurityHeaders
-from linkhandler.pages import STATIC
 from models.db import engine_from, init_db
 from observability import configure_logging
 

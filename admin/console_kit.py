@@ -1,11 +1,10 @@
 """What every console page shares: the route class that turns the console's exceptions
-into pages, the templates (the invitee pages' look: linkhandler's style and filters), the
+into pages, the templates (content/templates/console, rendered by content's environment), the
 signed-in admin dependency, CSRF checks and account-scoped lookups."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -13,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from jinja2 import ChoiceLoader, FileSystemLoader
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -21,13 +19,11 @@ from admin import sessions
 from admin.principal import Principal
 from admin.sessions import SESSION_COOKIE, SIGNIN_PATH
 from config import Settings
+from content.present import make_environment
 from invitations.client import InvitationsClient
 from linkhandler.hardening import BadLinkLimiter
-from linkhandler.present import TEMPLATES as LINK_TEMPLATES
-from linkhandler.present import make_environment
 from models.tables import Account, Invitation
 
-HERE = Path(__file__).resolve().parent
 ERRORS = {
     403: ("This form has expired", "Go back, reload the page and try again."),
     404: ("There is nothing here", "It does not exist, or it belongs to another account."),
@@ -69,14 +65,7 @@ class ConsoleRoute(APIRoute):
 
 
 
-def _templates() -> Jinja2Templates:
-    env = make_environment()
-    env.loader = ChoiceLoader([FileSystemLoader(HERE / "templates"),
-                               FileSystemLoader(LINK_TEMPLATES)])
-    return Jinja2Templates(env=env)
-
-
-TEMPLATES = _templates()
+TEMPLATES = Jinja2Templates(env=make_environment())
 
 
 def state(request: Request) -> tuple[Settings, Engine, InvitationsClient]:
@@ -107,8 +96,8 @@ def render(request: Request, template: str, context: dict[str, Any], status_code
     ctx = {"principal": principal, "account_name": context.pop("account_name", None),
            "csrf": sessions.csrf_token(settings, session_id) if principal else "",
            "nav": context.pop("nav", ""), **context}
-    response = TEMPLATES.TemplateResponse(request, template, ctx, status_code=status_code,
-                                          headers=headers)
+    response = TEMPLATES.TemplateResponse(request, f"console/{template}", ctx,
+                                          status_code=status_code, headers=headers)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -116,7 +105,7 @@ def render(request: Request, template: str, context: dict[str, Any], status_code
 def error_page(request: Request, code: int, *, title: str | None = None,
                text: str | None = None, headers: dict[str, str] | None = None) -> Response:
     default_title, default_text = ERRORS.get(code, ("Something went wrong", ""))
-    return render(request, "console_error.html",
+    return render(request, "error.html",
                   {"title": title or default_title, "text": text or default_text,
                    "code": code}, code, headers=headers)
 

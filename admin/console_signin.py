@@ -12,7 +12,6 @@ from fastapi.responses import FileResponse, RedirectResponse
 
 from admin import sessions
 from admin.console_kit import (
-    HERE,
     check_csrf,
     client_of,
     console_router,
@@ -22,6 +21,7 @@ from admin.console_kit import (
     state,
 )
 from admin.sessions import FORM_COOKIE, SESSION_COOKIE, SIGNIN_PATH
+from content.present import STATIC
 from invitations.emails import email_problem
 from models.ids import normalise_email
 
@@ -127,4 +127,4 @@ async def signout(request: Request, csrf: Annotated[str, Form()] = "") -> Respon
 
 @router.get("/console.css")
 async def console_css() -> Response:
-    return FileResponse(HERE / "static" / "console.css", media_type="text/css")
+    return FileResponse(STATIC / "console.css", media_type="text/css")

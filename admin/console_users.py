@@ -20,10 +20,10 @@ from admin.console_kit import (
     state,
 )
 from admin.principal import Principal
+from content.present import datetime_utc
 from invitations.client import InvitationsClient
 from invitations.errors import InvitationError
 from invitations.models import PendingInvitation
-from linkhandler.present import datetime_utc
 from models.payloads import EmailKind, Progress
 from models.tables import SentEmail, User
 

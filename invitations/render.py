@@ -8,25 +8,18 @@ from typing import Any
 
 from rich.table import Table
 
+from content.labels import (
+    blocking_kind_label,
+    category_label,
+    destination_label,
+    progress_state_label,
+    status_label,
+    user_type_label,
+)
 from invitations.models import Outcome, PendingInvitation, RowResult
 from models.money import format_minor
 from models.payloads import Category, Progress
 
-STATE_LABELS = {
-    "pending": "pending",
-    "blocked": "blocked (error 1009)",
-    "awaiting_refund_choice": "awaiting refund details",
-    "accepted": "accepted",
-    "transferring": "transferring data",
-    "completed": "completed",
-    "declined": "declined",
-    "expired": "expired",
-    "revoked": "revoked",
-    "failed_compensated": "failed (undone)",
-    "joined_elsewhere": "ended: joined another account",
-    "cancelled": "cancelled by an operator",
-    "needs_attention": "needs attention (an undo failed)",
-}
 OUTCOME_STYLES = {Outcome.STARTED: "green", Outcome.ALREADY_PENDING: "yellow",
                   Outcome.ERROR: "red"}
 
@@ -46,7 +39,7 @@ def results_table(results: Sequence[RowResult]) -> Table:
         if r.outcome == Outcome.ERROR and r.error is not None:
             detail = f"{r.error.code}: {r.error.message}"
         elif r.outcome == Outcome.ALREADY_PENDING:
-            detail = f"already open ({STATE_LABELS.get(r.status or '', r.status)}); " \
+            detail = f"already open ({status_label(r.status or '-')}); " \
                      "nothing started"
         else:
             detail = f"{r.invitation_id}, expires {when(r.expires_at)}"
@@ -62,22 +55,22 @@ def pending_table(account_id: int, rows: Sequence[PendingInvitation]) -> Table:
         table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(r.email, f"{r.first_name} {r.last_name}".strip() or "-",
-                      r.user_type.title(), when(r.invited_at), when(r.expires_at),
-                      STATE_LABELS.get(r.status, r.status))
+                      user_type_label(r.user_type), when(r.invited_at), when(r.expires_at),
+                      status_label(r.status))
     return table
 
 
 def progress_tables(p: Progress) -> list[Table]:
     facts: list[tuple[str, Any]] = [
         ("Invitation", p.invitation_id),
-        ("State", STATE_LABELS.get(p.status.value, p.status.value)),
+        ("State", status_label(p.status)),
         ("Step", p.step or "-"),
         ("Account", f"{p.account_name} (id {p.account_id})" if p.account_name
          else str(p.account_id)),
         ("Invited by", p.invited_by or "-"),
         ("Invitee", f"{p.first_name} {p.last_name} <{p.email}>".strip()
          if p.first_name or p.last_name else p.email),
-        ("User type", p.user_type.value.title()),
+        ("User type", user_type_label(p.user_type)),
         ("Group", p.group or "-"),
         ("Invited at", when(p.invited_at)),
         ("Expires at", when(p.expires_at)),
@@ -88,13 +81,14 @@ def progress_tables(p: Progress) -> list[Table]:
     if p.finished_at:
         facts.append(("Finished at", when(p.finished_at)))
     for item in p.blocking:
-        facts.append(("Blocked by", f"{item.kind.replace('_', ' ')} {item.name}: {item.action}"))
+        facts.append(("Blocked by", f"{blocking_kind_label(item.kind)} {item.name}: "
+                                    f"{item.action}"))
     if p.quote:
         facts.append(("Refund quote", f"{format_minor(p.quote.amount_minor, p.quote.currency)} "
                                       f"({p.quote.formula})"))
     if p.payment:
         facts.append(("Refund", f"{format_minor(p.payment.amount_minor, p.payment.currency)} "
-                                f"{p.payment.status} to {p.payment.destination.value}"))
+                                f"{p.payment.status} {destination_label(p.payment.destination)}"))
     for change in p.settings_changed:
         facts.append(("Setting changed", f"{change.key}: {change.old!r} -> {change.new!r} "
                                          f"({change.why})"))
@@ -121,7 +115,8 @@ def progress_tables(p: Progress) -> list[Table]:
         for category in Category:
             c = p.categories.get(category)
             if c is not None:
-                cats.add_row(category.value, c.state, f"{c.copied}/{c.total}",
+                cats.add_row(category_label(category), progress_state_label(c.state),
+                             f"{c.copied}/{c.total}",
                              str(c.bytes_copied), str(c.attempts), c.error or "")
         tables.append(cats)
     return tables

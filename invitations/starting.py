@@ -21,6 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from config import Settings
+from content.labels import user_type_label
 from invitations.errors import InvitationError, StartFailed
 from invitations.models import ErrorInfo, InviteRequest, Outcome, RowResult
 from invitations.validation import Checked, Inviter
@@ -130,7 +131,7 @@ def start_options(
 
 
 def summary(inp: InvitationInput, account_name: str) -> str:
-    return f"Invite {inp.email} to {account_name} as {inp.user_type.value.title()}"
+    return f"Invite {inp.email} to {account_name} as {user_type_label(inp.user_type)}"
 
 
 def details(inp: InvitationInput, inviter: Inviter, expires_at: datetime) -> str:
@@ -140,7 +141,7 @@ def details(inp: InvitationInput, inviter: Inviter, expires_at: datetime) -> str
         f"**Invitee:** {inp.email}" + (f" ({name})" if name else ""),
         f"**Invited by:** {inviter.name} <{inviter.email}>",
         f"**Account:** {inviter.account_name} (id {inp.account_id})",
-        f"**User type:** {inp.user_type.value.title()}",
+        f"**User type:** {user_type_label(inp.user_type)}",
         f"**Group:** {inp.group or '-'}",
         f"**Expires:** {expires_at:%Y-%m-%d %H:%M} UTC ({inp.expires_in_days} days)",
     ])

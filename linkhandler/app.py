@@ -30,13 +30,14 @@ from config import (
     require_production_secrets,
     secrets_to_mask,
 )
+from content.present import STATIC
 from domains.sso_routes import router as sso_router
 from linkhandler.codec import codec_app
 from linkhandler.contract import LinkAnswer, answer, responses
 from linkhandler.handler import Handler, HandlerDep
 from linkhandler.hardening import BadLinkLimiter, SecurityHeaders
 from linkhandler.invitee import OPEN_STATUSES, Gone, reports_csv
-from linkhandler.pages import STATIC, Pages
+from linkhandler.pages import Pages
 from models.db import engine_from, init_db
 from models.payloads import (
     AcceptOutcome,

@@ -3,7 +3,6 @@ the same facts as JSON. Forms get a fresh nonce and CSRF token each time they ar
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -12,6 +11,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from config import Settings
+from content.labels import BASIC_LIMITS
+from content.present import make_environment, refund_formula
 from linkhandler.contract import Outcome, answer
 from linkhandler.hardening import BadLinkLimiter
 from linkhandler.invitee import (
@@ -22,7 +23,6 @@ from linkhandler.invitee import (
     TemporarilyUnavailable,
     new_form,
 )
-from linkhandler.present import BASIC_LIMITS, make_environment, refund_formula
 from models.payloads import (
     AcceptOutcome,
     Category,
@@ -33,8 +33,6 @@ from models.payloads import (
     RefundQuote,
     UserType,
 )
-
-STATIC = Path(__file__).resolve().parent / "static"
 
 GONE_TITLES = {
     "expired": "This invitation has expired",
@@ -89,11 +87,13 @@ class Pages:
     def answer(self, request: Request, template: str, data: dict[str, Any],
                status_code: int = 200, headers: dict[str, str] | None = None,
                **html_only: Any) -> Response:
-        """`data` is the JSON body (contract.answer) and the page's context."""
+        """`data` is the JSON body (contract.answer) and the page's context; `template` is
+        one of content/templates/pages."""
         if self.wants_json(request):
             return JSONResponse(data, status_code=status_code, headers=headers)
         return self.templates.TemplateResponse(
-            request, template, {**data, **html_only}, status_code=status_code, headers=headers)
+            request, f"pages/{template}", {**data, **html_only}, status_code=status_code,
+            headers=headers)
 
     def links(self, token: str) -> dict[str, str]:
         base = f"/i/{token}"

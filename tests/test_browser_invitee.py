@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from linkhandler.present import BASIC_LIMITS
+from content.labels import BASIC_LIMITS
 from mailcatcher import read_messages
 from models.ids import invitation_id
 from models.payloads import InvitationInput, UserType
@@ -143,9 +143,12 @@ async def test_paid_invitee_previews_accepts_chooses_refund_and_sees_completion(
         await expect(page.locator("#status-title")).to_have_text("Welcome to Acme",
                                                                  timeout=60_000)
         await expect(page.locator("#payment")).to_contain_text(amount)
-        await expect(page.locator("#payment")).to_contain_text("credit moved to the account")
+        await expect(page.locator("#payment")).to_contain_text(
+            "as credit to the organisation account")
         await expect(page.locator("#reports")).to_contain_text("2 reports stayed behind")
-        await expect(page.locator('tr[data-category="recordings"]')).to_contain_text("live")
+        recordings = page.locator('tr[data-category="recordings"]')
+        await expect(recordings).to_have_attribute("data-state", "live")
+        await expect(recordings).to_contain_text("Done")
         await shot(page, "invitee-3-completed")
         receipt = await mail_to(site, email, "refund_receipt")
         assert amount in receipt["Subject"]

@@ -22,8 +22,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from content.labels import BASIC_LIMITS
 from linkhandler.app import create_app
-from linkhandler.present import BASIC_LIMITS
 from models.activity_io import AcceptanceCheck, AcceptanceFacts, Transfer, Transferred
 from models.ids import invitation_id
 from models.links import sign

@@ -15,7 +15,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.mail import EmailRenderer, MailActivities
 from config import Settings
-from linkhandler.present import BASIC_LIMITS
+from content.labels import BASIC_LIMITS
 from mailcatcher import read_messages
 from models.links import verify
 from models.payloads import (
@@ -105,7 +105,7 @@ def test_receipt_completion_and_admin_mails_carry_their_facts(settings: Settings
     receipt = r.render(request(EmailKind.REFUND_RECEIPT))
     assert receipt.subject == "Your refund: USD 8.99"
     assert "USD 8.99 = floor(1499 × 1555200 ÷ 2592000)" in receipt.text
-    assert "credit moved to the account you join" in receipt.text
+    assert "USD 8.99, as credit to the organisation account." in receipt.text
     done = r.render(request(EmailKind.COMPLETION))
     assert "Cloud recording: off -> on (locked by account Acme & Co)" in done.text
     assert "4 reports stayed behind" in done.text and "3.0 MB" in done.text

@@ -53,7 +53,7 @@ def test_a_failed_join_says_what_was_undone(settings: Settings, kind: EmailKind)
     said = f"{whose} refund of USD 31.63 was reversed; {whose.lower()} Pro plan continues."
     assert said in out.text and "USD 31.63</strong> was reversed" in out.html
     assert "Moving chat messages failed" in out.text
-    assert "removed again: Chat messages, Contacts." in out.text
+    assert "removed again: Chat history, Contacts." in out.text
     assert f"Nothing was lost: {whose.lower()} own account keeps all" in out.text
     assert "Profile" not in out.text  # never copied: not claimed as undone
     if kind != EmailKind.COMPLETION:

@@ -229,7 +229,7 @@ async def test_pending_link_status_resend_and_revoke(
     assert set(rows) == {basic, licensed}
     assert rows[licensed]["user_type"] == "licensed" and rows[basic]["status"] == "pending"
     table = await starter("pending", "--account", str(world.org))
-    assert basic in table.out and "Licensed" in table.out and "pending" in table.out
+    assert basic in table.out and "Licensed" in table.out and "Pending" in table.out
 
     async with new_worker(dev_env.client, settings, engine):
         # The current link is read from the workflow (`progress`), hence inside the worker.

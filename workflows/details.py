@@ -1,5 +1,6 @@
 """Words the invitation shows people: the operator's summary in the Web UI (current
-details, Temporal markdown) and the messages answering `accept`."""
+details, Temporal markdown) and the messages answering `accept`. The labels are
+`content.labels` (CATEGORY_LABELS is re-exported for the saga's activity summaries)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,10 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from content.labels import CATEGORY_LABELS as CATEGORY_LABELS
+    from content.labels import blocking_kind_label, category_label, destination_label
     from models.money import format_minor
-    from models.payloads import BlockingItem, Progress, RefundQuote
-
-CATEGORY_LABELS = {
-    "profile": "Profile", "meetings": "Meetings and webinars", "recordings": "Cloud recordings",
-    "chat": "Chat history", "contacts": "Contacts", "settings": "Settings",
-}
+    from models.payloads import BlockingItem, Progress, RefundDestination, RefundQuote
 
 
 def blocked_message(account_name: str, items: list[BlockingItem]) -> str:
@@ -29,8 +27,9 @@ def refund_message(quote: RefundQuote) -> str:
         f"{format_minor(quote.amount_minor, quote.currency)} for the {quote.seconds_left} "
         f"seconds left of its {quote.period_seconds}-second period "
         f"({quote.formula} with price {quote.price_minor}). "
-        "Choose where the refund goes: your original payment method, or credit moved to "
-        "the account you join."
+        "Choose where the refund goes: "
+        f"{destination_label(RefundDestination.ORIGINAL_PAYMENT_METHOD)}, or "
+        f"{destination_label(RefundDestination.ACCOUNT_CREDIT)}."
     )
 
 
@@ -55,9 +54,11 @@ def current_details(p: Progress) -> str:
     ]
     if p.blocking:
         lines.append("Blocked (error 1009):")
-        lines += [f"- {b.kind.replace('_', ' ')} **{b.name}**: {b.action}" for b in p.blocking]
+        lines += [f"- {blocking_kind_label(b.kind)} **{b.name}**: {b.action}"
+                  for b in p.blocking]
     if p.quote is not None:
-        paid = f", {p.payment.status} to {p.payment.destination.value}" if p.payment else ""
+        paid = (f", {p.payment.status} {destination_label(p.payment.destination)}"
+                if p.payment else "")
         lines.append(
             f"Refund: {format_minor(p.quote.amount_minor, p.quote.currency)} "
             f"({p.quote.seconds_left}/{p.quote.period_seconds} s left{paid})"
@@ -66,7 +67,7 @@ def current_details(p: Progress) -> str:
         lines += ["", "| Category | State | Copied | Total | Attempts |", "|---|---|---|---|---|"]
         for c in p.categories.values():
             error = f" {c.error}" if c.error else ""
-            lines.append(f"| {CATEGORY_LABELS[c.category.value]} | {c.state}{error} | "
+            lines.append(f"| {category_label(c.category)} | {c.state}{error} | "
                          f"{c.copied} | {c.total} | {c.attempts} |")
     if p.settings_changed:
         lines.append("Settings changed to comply: "

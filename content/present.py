@@ -1,5 +1,6 @@
-"""How invitation facts read in words: one Jinja2 environment shared by the pages and the
-emails, so that an amount, a date or the Basic warning reads the same everywhere."""
+"""How invitation facts read in words: one Jinja2 environment shared by the mails, the
+invitee's pages and the admin console, so that an amount, a date, a label or the Basic
+warning reads the same everywhere. The labels themselves are `content.labels`."""
 
 from __future__ import annotations
 
@@ -9,33 +10,13 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from content import labels
 from models.money import format_minor
-from models.payloads import Category, RefundQuote, UserType
+from models.payloads import RefundQuote, UserType
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-
-CATEGORY_LABELS = {
-    Category.PROFILE: "Profile (name, picture, time zone, language)",
-    Category.MEETINGS: "Scheduled meetings and webinars",
-    Category.RECORDINGS: "Cloud recordings",
-    Category.CHAT: "Chat messages",
-    Category.CONTACTS: "Contacts",
-    Category.SETTINGS: "Settings",
-}
-
-USER_TYPE_LABELS = {UserType.BASIC: "Basic", UserType.LICENSED: "Licensed"}
-
-# What a Basic user loses, said once: the preview, the invitation and the reminder quote it.
-BASIC_LIMITS = (
-    "A Basic user cannot host meetings longer than 40 minutes with 3 or more participants, "
-    "and cannot record meetings to the cloud. An admin of the account can assign a licence "
-    "later."
-)
-
-DESTINATION_LABELS = {
-    "original_payment_method": "refund to your original payment method",
-    "account_credit": "credit moved to the account you join",
-}
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"  # email/, pages/ (link handler), console/ (admin console)
+STATIC = HERE / "static"  # served at /static by the link handler and the admin app
 
 
 def money(amount_minor: int, currency: str) -> str:
@@ -98,9 +79,12 @@ def make_environment() -> Environment:
     env.filters.update(
         money=money, formula=refund_formula, date=date, datetime=datetime_utc, days=days,
         size=size, setting_value=setting_value, setting_name=setting_name,
-        category=lambda c: CATEGORY_LABELS.get(Category(c), str(c)),
-        user_type=lambda t: USER_TYPE_LABELS.get(UserType(t), str(t)),
-        destination=lambda d: DESTINATION_LABELS.get(str(d), str(d)),
+        # content.labels, one filter each: `{{ c.category|category }}`, `{{ s|status }}`...
+        category=labels.category_label, category_in_full=labels.category_in_full,
+        status=labels.status_label, progress_state=labels.progress_state_label,
+        destination=labels.destination_label, user_type=labels.user_type_label,
+        blocking_kind=labels.blocking_kind_label,
     )
-    env.globals.update(BASIC_LIMITS=BASIC_LIMITS, UserType=UserType)
+    env.globals.update(BASIC_LIMITS=labels.BASIC_LIMITS, UserType=UserType,
+                       categories_in_words=labels.categories_in_words)
     return env
