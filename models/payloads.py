@@ -269,6 +269,7 @@ class EmailKind(StrEnum):
     ADMIN_FAILED = "admin_failed"
     ADMIN_REVOKED = "admin_revoked"
     ADMIN_DECLINED = "admin_declined"
+    ADMIN_JOINED_ELSEWHERE = "admin_joined_elsewhere"  # the invitee joined another account
     ADMIN_MAIL_UNDELIVERED = "admin_mail_undelivered"  # the invitation mail could not go out
     ADMIN_NEEDS_ATTENTION = "admin_needs_attention"  # an undo step failed for good
 

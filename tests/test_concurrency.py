@@ -30,7 +30,7 @@ from models.payloads import (
 from models.seed import IndividualSpec, create_individual, create_org
 from models.tables import Account, ChatMessage, JoinClaim, RefundLedger, Subscription, User
 from tests.concurrency_helpers import wait_for_pollers, worker_processes
-from tests.workflow_helpers import eventually, save_history
+from tests.workflow_helpers import eventually, mails, save_history
 
 PAIRS = 40
 NOW = datetime.now(UTC)
@@ -170,6 +170,9 @@ async def test_two_companies_one_person_one_join(
             assert outcome.outcome == "joined_elsewhere"
             assert outcome.joining_account_name == names[winners[email]]
             assert await _status(client, losers[email]) == InvitationStatus.JOINED_ELSEWHERE
+        for email in some:  # the admin is told too
+            await eventually(lambda e=email: "admin_joined_elsewhere" in mails(engine, losers[e]),
+                             what="the admin's joined-elsewhere mail")
         await save_history(dev_env.client.get_workflow_handle(losers[some[0]]),  # type: ignore[arg-type]
                            "refused_already_joining_then_joined_elsewhere")
 

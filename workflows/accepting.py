@@ -38,6 +38,8 @@ OPEN = (S.PENDING, S.BLOCKED, S.AWAITING_REFUND_CHOICE)
 # The waiting phase ends at one of these.
 DECIDED = (S.ACCEPTED, S.DECLINED, S.REVOKED, S.EXPIRED, S.JOINED_ELSEWHERE, S.CANCELLED)
 WAITING_STEP = "Waiting for the invitee to accept"
+# Runs started before it ended joined_elsewhere without telling the admin.
+JOINED_ELSEWHERE_MAIL = "joined-elsewhere-mail"
 
 
 def _rejected(kind: str, message: str) -> ApplicationError:
@@ -140,6 +142,8 @@ class Accepting(Moving):
             await self._transition(S.JOINED_ELSEWHERE, "joined_elsewhere",
                                    f"Ended: the invitee joined {name}",
                                    {"joined_account": name})
+            if workflow.patched(JOINED_ELSEWHERE_MAIL):  # the invitee reads it in the answer
+                self._spawn(self._tell(Mail(EmailKind.ADMIN_JOINED_ELSEWHERE, admin=True)))
             return AcceptOutcome(
                 outcome="joined_elsewhere", error_code="joined_another_account",
                 joining_account_name=name,

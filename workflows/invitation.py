@@ -12,8 +12,8 @@
 4. Finalise is the point of no return: retried until it commits, never undone; then the
    invitation completes and the source is released off the critical path.
 5. Every ending (completed, failed, declined, revoked, expired, cancelled) is told to the
-   invitee and the admin; joined_elsewhere (the invitee chose another account) shows in
-   the admin's list, the audit trail and the webhook.
+   invitee and the admin by mail; joined_elsewhere (the invitee had joined another
+   account) to the admin by mail and to the invitee in the answer to their click.
 
 The parts: waiting.py (step 1's timers), accepting.py (step 2), moving.py (steps 3 and
 4), telling.py (the row, the operator's view and the mail of every step).
