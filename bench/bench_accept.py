@@ -4,8 +4,8 @@ with `--concurrency` invitees clicking at the same time (issue #13: p95 < 500 ms
     .venv/bin/python bench/bench_accept.py [--n 50] [--concurrency 5]
         [--server memory|file|HOST:PORT] [--db PATH|URL] [--json]
 
-Starts the same stack as bench_flow.py (own headless dev server, mail catcher, temporary
-SQLite database, the production worker as a subprocess) and serves
+Starts the same stack as bench_flow.py (stack.py: own headless dev server, mail catcher,
+temporary SQLite database, the production worker as a subprocess) and serves
 `linkhandler.app:create_app(settings, client, engine)` with uvicorn on a free port of
 127.0.0.1, in this process. Then:
   1. seeds N paid individuals (a few rows per category, one small recording) and invites
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
-from bench_flow import (  # noqa: E402
+from stack import (  # noqa: E402
     ADMIN,
     Stack,
     bounded,

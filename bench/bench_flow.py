@@ -7,8 +7,8 @@ workflow of the same shape, on one Temporal dev server in one run (issue #13).
 Starts its own headless dev server (127.0.0.1, a free port, in memory unless
 `--server file`; our search attributes), a mail catcher, a temporary SQLite database,
 and two worker subprocesses: the production worker (`worker.build_worker`) and one for
-the bare shape defined below. Then, `--repeat` times, one phase of each kind (bare,
-project, bare, project, ...), each of `--n` workflows:
+the bare shape (bare_shape.py); stack.py starts and stops them. Then, `--repeat` times,
+one phase of each kind (bare, project, bare, project, ...), each of `--n` workflows:
   bare     start N `BareInvitationShape`s, then at once the `accept` update on each:
            2 sequential trivial activities (link, refund), 6 in parallel (transfers);
   project  seed N paid individuals (a few rows per category, one small recording),
@@ -27,393 +27,32 @@ import asyncio
 import json
 import os
 import platform
-import resource
-import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from temporalio import activity, workflow
-
-ROOT = Path(__file__).parent.parent  # absolute already; no resolve() (the sandbox forbids it)
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-# The worker imports this module inside the workflow sandbox (for the bare shape), once
-# per run: everything it does not need there is passed through, as in workflows/.
-with workflow.unsafe.imports_passed_through():
-    from pydantic import SecretStr
-    from sqlalchemy import Engine
-    from sqlmodel import Session
-    from temporalio.api.enums.v1 import EventType
-    from temporalio.client import Client
-    from temporalio.worker import Worker
-
-    from config import Settings, connect_temporal
-    from invitations import InvitationsClient, InviteRequest
-    from models import search_attributes
-    from models.db import init_db, make_engine
-    from models.payloads import AcceptRequest, RefundDestination
-    from models.seed import IndividualSpec, create_individual, create_org
-
-ADMIN = "admin@bench.test"
-CATEGORIES = ("profile", "meetings", "recordings", "chat", "contacts", "settings")
-KINDS = ("bare", "project")
-
-
-# ------------------------------------------------------------------- the bare shape
-
-
-@activity.defn(name="bare_step")
-async def bare_step(step: str) -> str:
-    return step
-
-
-@workflow.defn(name="BareInvitationShape")
-class BareShape:
-    """What a paid invitation accepted at once is, with nothing else: an `accept` update,
-    link and refund one after the other, six transfers in parallel, a result."""
-
-    def __init__(self) -> None:
-        self._destination: str | None = None
-
-    @workflow.run
-    async def run(self, invitee: str) -> str:
-        await workflow.wait_condition(lambda: self._destination is not None)
-        timeout = timedelta(seconds=60)
-        for step in ("link", "refund"):
-            await workflow.execute_activity(bare_step, step, start_to_close_timeout=timeout)
-        await asyncio.gather(*(workflow.execute_activity(
-            bare_step, f"transfer {c}", start_to_close_timeout=timeout) for c in CATEGORIES))
-        return "completed"
-
-    @workflow.update
-    async def accept(self, destination: str) -> str:
-        self._destination = destination
-        return "accepted"
-
-
-# ------------------------------------------------------------------- the stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU of a process (all its threads) from /proc; None elsewhere."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state) of proc(5)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 15) -> None:
-    """SIGTERM to the process group it leads, SIGKILL after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
-
-
-def spawn(args: list[str], log: Path, **kw: Any) -> subprocess.Popen[bytes]:
-    # Its own session: Ctrl-C reaches only this process, which then stops the child.
-    return subprocess.Popen(args, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, **kw)
-
-
-def start_dev_server(port: int, tmp: Path, persistence: str) -> subprocess.Popen[bytes]:
-    temporal = Path(sys.executable).parent / "temporal"
-    args = [str(temporal), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-            "--headless", "--log-level", "error", *search_attributes.cli_flags(),
-            "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"]
-    if persistence == "file":
-        args += ["--db-filename", str(tmp / "temporal.db")]
-    return spawn(args, tmp / "temporal.log")
-
-
-async def connect(settings: Settings, proc: subprocess.Popen[bytes] | None) -> Client:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise SystemExit(f"the dev server exited with code {proc.returncode}")
-        try:
-            return await connect_temporal(settings)
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
-
-
-def database_url(db: str | None, tmp: Path) -> str:
-    if db is None:
-        return f"sqlite:///{tmp / 'platform.db'}"
-    return db if "://" in db else f"sqlite:///{Path(db).resolve()}"
-
-
-def settings_file(settings: Settings, path: Path) -> Path:
-    """What a worker subprocess needs to build the same Settings (secret included)."""
-    data = settings.model_dump(mode="json")
-    data["link_secret"] = settings.link_secret.get_secret_value()
-    path.write_text(json.dumps(data))
-    return path
-
-
-def start_worker(kind: str, settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
-    config = settings_file(settings, tmp / f"settings-{kind}.json")
-    return spawn([sys.executable, str(Path(__file__)), "worker", kind, str(config)],
-                 tmp / f"worker-{kind}.log", cwd=ROOT,
-                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
-def log_text(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
-
-
-async def wait_ready(proc: subprocess.Popen[bytes], log: Path, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while "ready" not in log_text(log):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"a worker did not start ({log}):\n{log_text(log)[-2000:]}")
-        await asyncio.sleep(0.1)
-
-
-async def serve_worker(kind: str, settings: Settings) -> None:
-    """`bench_flow.py worker KIND SETTINGS.json`: one worker until SIGTERM."""
-    client = await connect_temporal(settings)
-    if kind == "project":
-        from worker import build_worker
-
-        engine = make_engine(settings.database_url)
-        worker = build_worker(client, settings, engine)
-    else:
-        # Imported by name (not __main__), so that the sandbox can import it again.
-        import bench_flow
-
-        worker = Worker(client, task_queue=settings.task_queue,
-                        workflows=[bench_flow.BareShape], activities=[bench_flow.bare_step],
-                        max_concurrent_activities=50)  # as build_worker does today
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    async with worker:
-        print("ready", flush=True)
-        await stop.wait()
-
-
-@dataclass
-class Stack:
-    """Everything a bench runs against; `open_stack` starts it and stops it all."""
-
-    tmp: Path
-    settings: Settings  # the project's (task queue, database, mail, links)
-    bare_settings: Settings
-    temporal: Client
-    engine: Engine
-    account_id: int
-    server: subprocess.Popen[bytes] | None
-    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def cpu(self) -> dict[str, float | None]:
-        """CPU seconds so far: server, each worker, and this process (driver, mail catcher)."""
-        return {"server": cpu_seconds(self.server.pid if self.server else None),
-                **{f"worker_{k}": cpu_seconds(p.pid) for k, p in self.workers.items()},
-                "driver": own_cpu_seconds()}
-
-    def check_alive(self) -> None:
-        for name, proc in [("dev server", self.server), *self.workers.items()]:
-            if proc is not None and proc.poll() is not None:
-                raise SystemExit(f"the {name} process exited with code {proc.returncode}; "
-                                 f"logs in {self.tmp}")
-
-
-@asynccontextmanager
-async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[str] = KINDS,
-                     http_port: int | None = None) -> AsyncIterator[Stack]:
-    from mailcatcher import start_catcher
-
-    tmp = Path(tempfile.mkdtemp(prefix="bench-flow-"))
-    own_server = server in ("memory", "file")
-    address = f"127.0.0.1:{free_port()}" if own_server else server
-    settings = Settings(
-        database_url=database_url(db, tmp), temporal_address=address,
-        task_queue=f"bench-{uuid.uuid4().hex}",
-        recordings_dir=tmp / "recordings", maildir=tmp / "mail", smtp_host="127.0.0.1",
-        smtp_port=free_port(), link_secret=SecretStr(uuid.uuid4().hex),
-        public_base_url=f"http://127.0.0.1:{http_port or 8000}", metrics_port=None)
-    bare_settings = settings.model_copy(update={"task_queue": settings.task_queue + "-bare"})
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    with Session(engine) as s:
-        org = create_org(s, f"Bench {tmp.name}", owner=f"owner.{tmp.name}@bench.test",
-                         admins=(ADMIN,), seats=seats)
-        s.commit()
-        assert org.id is not None
-        account_id = org.id
-    catcher = start_catcher("127.0.0.1", settings.smtp_port, settings.maildir)
-    proc = start_dev_server(int(address.rsplit(":", 1)[1]), tmp, server) if own_server else None
-    stack: Stack | None = None
-    finished = False
-    try:
-        temporal = await connect(settings, proc)
-        stack = Stack(tmp, settings, bare_settings, temporal, engine, account_id, proc)
-        for kind in kinds:
-            stack.workers[kind] = start_worker(
-                kind, settings if kind == "project" else bare_settings, tmp)
-        for kind, worker in stack.workers.items():
-            await wait_ready(worker, tmp / f"worker-{kind}.log")
-        yield stack
-        finished = True
-    finally:
-        for worker in (stack.workers.values() if stack else ()):
-            stop_process(worker)
-        if proc is not None:
-            stop_process(proc)
-        catcher.stop()
-        engine.dispose()
-        if finished:
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print(f"logs and data kept in {tmp}", file=sys.stderr)
-
-
-def seed_paid_invitees(stack: Stack, emails: list[str]) -> None:
-    """Paid individuals with a little of everything: the whole path runs, quickly."""
-    now = datetime.now(UTC)
-    with Session(stack.engine) as s:
-        for email in emails:
-            create_individual(s, stack.settings.recordings_dir, IndividualSpec(
-                email=email, first_name="Paid", last_name="Invitee", price_minor=1499,
-                period_start=now - timedelta(days=10), period_end=now + timedelta(days=20),
-                meetings=2, recordings=1, recording_bytes=4096, chat=5, contacts=2,
-                reports=1))
-        s.commit()
-
-
-async def bounded(items: list[str], concurrency: int,
-                  work: Callable[[str], Awaitable[None]]) -> None:
-    """`work(item)` for every item, `concurrency` at a time."""
-    pending = iter(items)
-
-    async def runner() -> None:
-        for item in pending:
-            await work(item)
-
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(max(1, min(concurrency, len(items)))):
-            tg.create_task(runner())
-
-
-# ------------------------------------------------------------------- one phase
-
-
-@dataclass
-class Histories:
-    events: list[int]
-    workflow_tasks: list[int]
-    activities: list[int]  # scheduled, retries not counted
-    local_activities: list[int]  # MARKER_RECORDED
-    timers: list[int]
-    actions: list[int]  # estimate, see README
-    closed_at: dict[str, datetime]
-    by_type: Counter[str]
-    # Scheduled -> started, in seconds, of every workflow task and activity: queueing.
-    workflow_task_waits: list[float] = field(default_factory=list)
-    activity_waits: list[float] = field(default_factory=list)
-
-
-ACTION_EVENTS = {  # what a Temporal Cloud "action" is, approximately, as history events
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED,
-    EventType.EVENT_TYPE_TIMER_STARTED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED,
-    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED,
-    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
-    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED,
-    EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
-}
-
-
-def version_only_upserts(events: Any) -> int:
-    """Upserts of `TemporalChangeVersion` alone (made by `workflow.patched`) are not billed."""
-    return sum(1 for e in events
-               if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-               and set(e.upsert_workflow_search_attributes_event_attributes
-                       .search_attributes.indexed_fields) == {"TemporalChangeVersion"})
-
-
-def local_activity_actions(types: list[EventType.ValueType]) -> int:
-    """Temporal Cloud bills the local activities of one workflow task as one action: count
-    the workflow tasks whose completion recorded at least one marker."""
-    tasks, in_task = set(), -1
-    for i, t in enumerate(types):
-        if t == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-            in_task = i
-        elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
-            tasks.add(in_task)
-    return len(tasks)
-
-
-async def read_histories(temporal: Client, ids: list[str]) -> Histories:
-    h = Histories([], [], [], [], [], [], {}, Counter())
-
-    async def one(wid: str) -> None:
-        history = await temporal.get_workflow_handle(wid).fetch_history()
-        types = [e.event_type for e in history.events]
-        counts = Counter(types)
-        h.events.append(len(types))
-        h.workflow_tasks.append(counts[EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED])
-        h.activities.append(counts[EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED])
-        h.local_activities.append(counts[EventType.EVENT_TYPE_MARKER_RECORDED])
-        h.timers.append(counts[EventType.EVENT_TYPE_TIMER_STARTED])
-        h.actions.append(sum(n for t, n in counts.items() if t in ACTION_EVENTS)
-                         + local_activity_actions(types) - version_only_upserts(history.events))
-        h.by_type.update(EventType.Name(t).removeprefix("EVENT_TYPE_").lower() for t in types)
-        last = history.events[-1]
-        h.closed_at[wid] = last.event_time.ToDatetime(tzinfo=UTC)
-        scheduled = {e.event_id: e.event_time.ToNanoseconds() for e in history.events}
-        for e in history.events:
-            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED:
-                since, waits = (e.workflow_task_started_event_attributes.scheduled_event_id,
-                                h.workflow_task_waits)
-            elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-                since, waits = (e.activity_task_started_event_attributes.scheduled_event_id,
-                                h.activity_waits)
-            else:
-                continue
-            if since in scheduled:
-                waits.append((e.event_time.ToNanoseconds() - scheduled[since]) / 1e9)
-
-    await bounded(ids, 16, one)
-    return h
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bare_shape import BareShape  # noqa: E402
+from histories import Histories, read_histories  # noqa: E402
+from stack import (  # noqa: E402
+    ADMIN,
+    KINDS,
+    Stack,
+    bounded,
+    open_stack,
+    seed_paid_invitees,
+)
+
+from invitations import InvitationsClient, InviteRequest  # noqa: E402
+from models.payloads import AcceptRequest, RefundDestination  # noqa: E402
 
 
 @dataclass
@@ -678,10 +317,6 @@ def print_report(args: argparse.Namespace, phases: list[Phase], total: dict[str,
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "worker":  # the subprocess started by open_stack
-        settings = Settings(**json.loads(Path(sys.argv[3]).read_text()))
-        asyncio.run(serve_worker(sys.argv[2], settings))
-        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=200, help="invitations per phase")
     parser.add_argument("--concurrency", type=int, default=None,

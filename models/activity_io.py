@@ -1,25 +1,7 @@
-"""Inputs and results of the activities (one model each), shared by the workflow, which
-calls activities by name, and the activity classes that implement them.
-
-Activity names (all on the invitations task queue):
-
-PlatformActivities (activities/platform.py)
-    register_invitation(RegisterInvitation) -> RegisteredInvitation
-    record_status(StatusChange) -> None
-    check_acceptance(AcceptanceCheck) -> AcceptanceFacts
-    link_member(LinkMember) -> Membership
-    unlink_member(Membership) -> None
-    pay_refund(PayRefund) -> Payment
-    reverse_refund(ReverseRefund) -> Payment
-TransferActivities (activities/transfers.py)
-    transfer_profile | transfer_meetings | transfer_recordings | transfer_chat |
-    transfer_contacts | transfer_settings  (Transfer) -> Transferred
-    undo_transfer(UndoTransfer) -> UndoneTransfer
-FinaliseActivities (activities/finalising.py)
-    finalise(Finalise) -> Finalised                 the point of no return (short)
-    release_source(ReleaseSource) -> Released       after completion, off the critical path
-MailActivities (activities/mail.py)
-    send_email(EmailRequest) -> EmailResult        (models.payloads)
+"""Inputs and results of the activities (one model each), shared by the workflows, which
+call each activity by reference to its method (`workflow.execute_activity_method(
+PlatformActivities.link_member, ...)`, so the type checker follows a rename), and the
+activity classes in activities/ that implement them.
 """
 
 from __future__ import annotations
@@ -40,8 +22,6 @@ from models.payloads import (
     SettingChange,
     UserType,
 )
-
-TRANSFER_ACTIVITY = {c: f"transfer_{c.value}" for c in Category}
 
 # ApplicationError types raised by activities (non-retryable business failures).
 ERR_SEATS_EXHAUSTED = "SeatsExhausted"

@@ -19,6 +19,7 @@ from sqlmodel import Session, select
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+import activities.recording_transfer as recording_module
 import activities.transfers as transfers_module
 from activities.fencing import Cursor
 from activities.transfers import TransferActivities
@@ -121,7 +122,7 @@ async def test_overlapping_recording_attempts_never_share_a_file(acts, engine, s
     monkeypatch.setattr("activities.recording_files.CHUNK", 256 * 1024)
     t = transfer(w, Category.RECORDINGS)
     paused, go_on = threading.Event(), threading.Event()
-    real_copy = transfers_module.copy_verified
+    real_copy = recording_module.copy_verified
     a_temp: list[Path] = []
 
     class StallMidway(threading.Event):
@@ -144,7 +145,7 @@ async def test_overlapping_recording_attempts_never_share_a_file(acts, engine, s
             return real_copy(source, temp, expected, what, StallMidway())
         return real_copy(source, temp, expected, what, stop)
 
-    monkeypatch.setattr(transfers_module, "copy_verified", copy)
+    monkeypatch.setattr(recording_module, "copy_verified", copy)
     attempt_a = asyncio.ensure_future(scheduled(LONG_AGO).run(acts.transfer_recordings, t))
     loop = asyncio.get_running_loop()
     assert await loop.run_in_executor(None, paused.wait, 30)

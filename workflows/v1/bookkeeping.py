@@ -18,12 +18,13 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.mail import MailActivities
+    from activities.platform import PlatformActivities
     from models import search_attributes as sa
     from models.activity_io import AcceptanceFacts, StatusChange
     from models.payloads import (
         EmailKind,
         EmailRequest,
-        EmailResult,
         InvitationInput,
         InvitationResult,
         InvitationStatus,
@@ -70,8 +71,9 @@ class Bookkeeping:
             # A message may arrive before the run registered the row it updates.
             await workflow.wait_condition(lambda: self._registered)
             try:
-                await workflow.execute_activity("record_status", change, summary=f"Record: {event}",
-                                                **options.PLATFORM)
+                await workflow.execute_activity_method(
+                    PlatformActivities.record_status, change, summary=f"Record: {event}",
+                    **options.PLATFORM)
             except ActivityError as err:  # bookkeeping must never fail the invitation
                 workflow.logger.error("could not record status %s: %s", status.value,
                                       describe_failure(err), extra={"invitation_id": self._id})
@@ -104,8 +106,8 @@ class Bookkeeping:
             issued_at=issued_at, admin_email=self._input.invited_by,
         )
         try:
-            await workflow.execute_activity(
-                "send_email", request, result_type=EmailResult,
+            await workflow.execute_activity_method(
+                MailActivities.send_email, request,
                 summary=f"Email: {kind.value.replace('_', ' ')}", **options.MAIL)
         except ActivityError as err:
             workflow.logger.warning("could not send the %s mail: %s", kind.value,

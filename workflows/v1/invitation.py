@@ -1,6 +1,8 @@
 """The first version of InvitationWorkflow, frozen: invitations started before the
 "invitation-v2" patch replay and finish on this code (workflows/invitation.py hands them
-over). Do not change it; delete it once no such invitation is running.
+over). Do not change what it does (its commands, their order, their arguments); delete it
+once no such invitation is running. The saga is in workflows/v1/joining.py, what it tells
+the world in workflows/v1/bookkeeping.py.
 
 InvitationWorkflow: one durable invitation of one person into one paid account.
 
@@ -18,35 +20,22 @@ InvitationWorkflow: one durable invitation of one person into one paid account.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import timedelta
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.exceptions import CancelledError as TemporalCancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.platform import PlatformActivities
     from models import search_attributes as sa
     from models.activity_io import (
-        TRANSFER_ACTIVITY,
         AcceptanceCheck,
         AcceptanceFacts,
-        Finalise,
-        Finalised,
-        LinkMember,
         Membership,
-        PayRefund,
-        RegisteredInvitation,
         RegisterInvitation,
-        ReverseRefund,
-        Transfer,
-        Transferred,
-        UndoneTransfer,
-        UndoTransfer,
     )
-    from models.money import format_minor
     from models.payloads import (
         AcceptOutcome,
         AcceptRequest,
@@ -57,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
         InvitationInput,
         InvitationResult,
         InvitationStatus,
-        Payment,
         Progress,
         RefundChoice,
         RefundDestination,
@@ -67,22 +55,13 @@ with workflow.unsafe.imports_passed_through():
     from models.platform import ERROR_1009
 
 from workflows.v1 import options
-from workflows.v1.bookkeeping import Bookkeeping
-from workflows.v1.details import (
-    CATEGORY_LABELS,
-    blocked_message,
-    describe_failure,
-    refund_message,
-)
-from workflows.v1.saga import Compensations, shielded
+from workflows.v1.details import blocked_message, describe_failure, refund_message
+from workflows.v1.joining import S_ORIGINAL, Joining, StepFailed
+from workflows.v1.saga import shielded
 from workflows.v1.schedule import Due, wake_ups
 
 S = InvitationStatus
-S_ORIGINAL = RefundDestination.ORIGINAL_PAYMENT_METHOD  # also when there is nothing to refund
-T = TypeVar("T")
 
-# Rows per committed batch of a transfer (the checkpoint granularity of a resume).
-TRANSFER_BATCH_SIZE = 1000
 # Open, nothing moved yet: can be declined, resent, revoked, and can expire.
 OPEN = (S.PENDING, S.BLOCKED, S.AWAITING_REFUND_CHOICE)
 # The waiting phase ends at one of these.
@@ -90,19 +69,11 @@ DECIDED = (S.ACCEPTED, S.DECLINED, S.REVOKED, S.EXPIRED)
 WAITING_STEP = "Waiting for the invitee to accept"
 
 
-class StepFailed(Exception):
-    """A saga step failed for good; `step` names it (and the category) for the reason."""
-
-    def __init__(self, step: str, reason: str) -> None:
-        super().__init__(f"{step} failed: {reason}")
-        self.step, self.reason = step, reason
-
-
 def _rejected(kind: str, message: str) -> ApplicationError:
     return ApplicationError(message, type=kind, non_retryable=True)
 
 
-class InvitationWorkflowV1(Bookkeeping):
+class InvitationWorkflowV1(Joining):
     """One invitation, from the mail to the end (see the module docstring)."""
 
     @workflow.init
@@ -144,12 +115,12 @@ class InvitationWorkflowV1(Bookkeeping):
     async def run(self, input: InvitationInput) -> InvitationResult:
         self._count("invitations_started")
         try:
-            registered = await workflow.execute_activity(
-                "register_invitation",
+            registered = await workflow.execute_activity_method(
+                PlatformActivities.register_invitation,
                 RegisterInvitation(invitation_id=self._id, input=input,
                                    invited_at=self._progress.invited_at,
                                    expires_at=self._progress.expires_at),
-                result_type=RegisteredInvitation, summary="Register the invitation",
+                summary="Register the invitation",
                 **options.PLATFORM,
             )
         except ActivityError as err:
@@ -220,168 +191,6 @@ class InvitationWorkflowV1(Bookkeeping):
         await self._mail(EmailKind.EXPIRED)
         await self._mail(EmailKind.ADMIN_EXPIRED, admin=True)
 
-    async def _join(self) -> None:
-        """The saga: link, pay, transfer, finalise; compensate on a failure for good."""
-        facts = self._facts
-        assert facts is not None
-        self._count("invitations_accepted")
-        self._spawn(self._mail(EmailKind.ADMIN_ACCEPTED, admin=True))
-        saga = Compensations()
-        source = facts.source_account_id
-        try:
-            saga.register("unlink_member", self._unlink_member)
-            self._set_step("Linking the member to the account")
-            self._membership = member = await self._step("link the member",
-                                                         workflow.execute_activity(
-                "link_member",
-                LinkMember(invitation_id=self._id, account_id=self._input.account_id,
-                           email=self._input.email, first_name=self._input.first_name,
-                           last_name=self._input.last_name, user_type=self._input.user_type,
-                           group=self._input.group),
-                result_type=Membership, summary="Link the member to the account",
-                **options.SAGA_STEP,
-            ))
-            quote = self._progress.quote
-            if quote is not None and source is not None:
-                reversal = ReverseRefund(invitation_id=self._id, source_account_id=source,
-                                         org_account_id=self._input.account_id)
-                saga.register("reverse_refund", lambda: self._undo(
-                    "reverse_refund", reversal, Payment,
-                    "Undo: reverse the refund and reinstate the subscription"))
-                self._set_step("Paying the refund")
-                self._progress.payment = payment = await self._step(
-                    "pay the refund", workflow.execute_activity(
-                        "pay_refund",
-                        PayRefund(invitation_id=self._id, source_account_id=source,
-                                  org_account_id=self._input.account_id, at=quote.at,
-                                  destination=self._destination or S_ORIGINAL),
-                        result_type=Payment,
-                        summary=f"Pay the refund once: "
-                                f"{format_minor(quote.amount_minor, quote.currency)}",
-                        **options.SAGA_STEP,
-                    ))
-                if payment.status == "paid":
-                    self._count("invitation_refund_minor_paid", payment.amount_minor)
-            if source is not None:
-                for category in Category:
-                    saga.register(f"undo_transfer {category.value}",
-                                  partial(self._undo_transfer, category))
-                await self._transition(S.TRANSFERRING, "transferring", "Transferring data")
-                await self._transfer_all(member.user_id, source)
-            self._set_step("Finalising")
-            # The point of no return: once started it runs to its end, cancel or not.
-            finalised = await shielded(lambda: self._step("finalise", workflow.execute_activity(
-                "finalise",
-                Finalise(invitation_id=self._id, user_id=member.user_id,
-                         source_account_id=source, org_account_id=self._input.account_id),
-                result_type=Finalised, summary="Finalise: make the data live (no return)",
-                **options.SAGA_STEP,
-            )))
-        except StepFailed as failure:
-            await self._compensate(saga, failure.args[0])
-            return
-        except asyncio.CancelledError:
-            await self._compensate(saga, "cancelled by an operator")
-            raise
-        for progress in self._progress.categories.values():
-            progress.state = "live"
-        await self._transition(S.COMPLETED, "completed", "Completed",
-                               {"made_live": finalised.made_live,
-                                "source_account_closed": finalised.source_account_closed})
-        self._count("invitations_completed")
-        workflow.logger.info("invitation completed", extra={"invitation_id": self._id})
-        # The refund is only final now: the receipt waits for the point of no return.
-        if self._progress.payment is not None and self._progress.payment.amount_minor > 0:
-            await self._mail(EmailKind.REFUND_RECEIPT)
-        await self._mail(EmailKind.COMPLETION)
-        await self._mail(EmailKind.ADMIN_COMPLETED, admin=True)
-
-    async def _transfer_all(self, user_id: int, source: int) -> None:
-        """One activity per category, in parallel. A failure for good does not cancel the
-        others: cancelling races their completion, and they are cheap to let finish since
-        their undo removes what they staged. A cancel of the workflow does stop them, and
-        waits until they have stopped writing before anything is undone."""
-        tasks = [asyncio.create_task(self._transfer(c, user_id, source)) for c in Category]
-        try:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        finally:
-            for task in tasks:
-                if not task.done():
-                    task.cancel()
-            await shielded(lambda: asyncio.gather(*tasks, return_exceptions=True))
-        if self._first_transfer_failure is not None:
-            raise self._first_transfer_failure
-        for task in tasks:  # anything else would be a bug: surface it
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
-
-    async def _transfer(self, category: Category, user_id: int, source: int) -> None:
-        progress = self._progress.categories[category]
-        progress.state = "running"
-        self._publish()
-        try:
-            done = await workflow.execute_activity(
-                TRANSFER_ACTIVITY[category],
-                Transfer(invitation_id=self._id, category=category, user_id=user_id,
-                         source_account_id=source, org_account_id=self._input.account_id,
-                         group=self._input.group, batch_size=TRANSFER_BATCH_SIZE),
-                result_type=Transferred, summary=f"Transfer {CATEGORY_LABELS[category.value]}",
-                **options.TRANSFER,
-            )
-        except ActivityError as err:
-            if isinstance(err.cause, TemporalCancelledError):
-                return  # stopped because the workflow was cancelled
-            progress.state, progress.error = "failed", describe_failure(err)
-            failure = StepFailed(f"transfer {category.value}", progress.error)
-            if self._first_transfer_failure is None:
-                self._first_transfer_failure = failure
-            self._publish()
-            raise failure from err
-        progress.state, progress.total, progress.copied = "staged", done.total, done.copied
-        progress.bytes_copied, progress.attempts = done.bytes, done.attempt
-        if category == Category.SETTINGS:
-            self._progress.settings_changed = done.settings_changed
-            self._progress.reports_left_behind = done.reports_left_behind or \
-                self._progress.reports_left_behind
-        self._publish()
-
-    async def _compensate(self, saga: Compensations, reason: str) -> None:
-        self._progress.failure_reason = reason
-        self._set_step("Compensating: undoing every step done, newest first")
-        workflow.logger.error("invitation failed, compensating: %s", reason,
-                              extra={"invitation_id": self._id})
-        failed_undo = await saga.run()
-        if failed_undo:
-            self._progress.failure_reason += "; compensation incomplete: " + "; ".join(failed_undo)
-        for progress in self._progress.categories.values():
-            if progress.state in ("running", "staged"):
-                progress.state = "compensated"
-        await shielded(lambda: self._transition(
-            S.FAILED, "failed_compensated", "Failed; everything done was undone",
-            {"reason": self._progress.failure_reason}))
-        self._count("invitations_failed")
-
-    async def _unlink_member(self) -> None:
-        # link_member commits all or nothing: without its result there is nothing to undo.
-        if self._membership is not None:
-            await self._undo("unlink_member", self._membership, None,
-                             "Undo: unlink the member, restore their account")
-
-    async def _undo_transfer(self, category: Category) -> None:
-        await self._undo("undo_transfer", UndoTransfer(invitation_id=self._id, category=category),
-                         UndoneTransfer,
-                         f"Undo: remove staged {CATEGORY_LABELS[category.value].lower()}")
-
-    async def _undo(self, name: str, arg: Any, result_type: type | None, summary: str) -> None:
-        await workflow.execute_activity(name, arg, result_type=result_type, summary=summary,
-                                        **options.UNDO)
-
-    @staticmethod
-    async def _step(name: str, activity: Awaitable[T]) -> T:
-        try:
-            return await activity
-        except ActivityError as err:
-            raise StepFailed(name, describe_failure(err)) from err
 
     # ---------------------------------------------------------------- messages
 
@@ -491,12 +300,12 @@ class InvitationWorkflowV1(Bookkeeping):
         was = self._status
         self._set_step("Checking the blocking conditions and the refund")
         try:
-            facts = await workflow.execute_activity(
-                "check_acceptance",
+            facts = await workflow.execute_activity_method(
+                PlatformActivities.check_acceptance,
                 AcceptanceCheck(invitation_id=self._id, account_id=self._input.account_id,
                                 email=self._input.email, user_type=self._input.user_type,
                                 group=self._input.group, at=at),
-                result_type=AcceptanceFacts, summary="Check blocking conditions, quote refund",
+                summary="Check blocking conditions, quote refund",
                 **options.PLATFORM,
             )
         except ActivityError as err:
