@@ -260,10 +260,10 @@ class DomainSweepActivities:
                                             status.is_(None))),
                     func.count().filter(status == S.BLOCKED.value),
                     func.count().filter(status == S.COMPLETED.value),
-                    func.count().filter(status == S.FAILED.value),
+                    func.count().filter(status == S.FAILED_COMPENSATED.value),
                     func.count().filter(and_(status.in_(FINAL_STATUS_VALUES),
                                              status.not_in([S.COMPLETED.value,
-                                                            S.FAILED.value]))),
+                                                            S.FAILED_COMPENSATED.value]))),
                     func.count().filter(and_(status.in_(OPEN_VALUES),
                                              # grace(): must choose past N + 1
                                              PEOPLE.c.sign_ins > req.grace_sign_ins + 1,

@@ -47,7 +47,7 @@ STATUS_LABELS: Final[Mapping[str, str]] = {
     InvitationStatus.DECLINED: "Declined",
     InvitationStatus.EXPIRED: "Expired",
     InvitationStatus.REVOKED: "Revoked",
-    InvitationStatus.FAILED: "Failed, everything undone",
+    InvitationStatus.FAILED_COMPENSATED: "Failed, everything undone",
     InvitationStatus.JOINED_ELSEWHERE: "Joined another account",
     InvitationStatus.CANCELLED: "Cancelled",  # by an operator (the step says so)
     InvitationStatus.NEEDS_ATTENTION: "Needs attention: an undo failed",

@@ -27,7 +27,7 @@ class InvitationStatus(StrEnum):
     DECLINED = "declined"
     EXPIRED = "expired"
     REVOKED = "revoked"
-    FAILED = "failed_compensated"
+    FAILED_COMPENSATED = "failed_compensated"  # failed for good, everything done undone
     JOINED_ELSEWHERE = "joined_elsewhere"  # the person joined another account meanwhile
     CANCELLED = "cancelled"  # cancelled by an operator before anything moved
     NEEDS_ATTENTION = "needs_attention"  # an undo step failed for good: an operator must act
@@ -45,15 +45,15 @@ class InvitationStatus(StrEnum):
         """Past this point an invitation can no longer be revoked."""
         return self in (
             InvitationStatus.ACCEPTED, InvitationStatus.TRANSFERRING, InvitationStatus.COMPLETED,
-            InvitationStatus.FAILED, InvitationStatus.NEEDS_ATTENTION,
+            InvitationStatus.FAILED_COMPENSATED, InvitationStatus.NEEDS_ATTENTION,
         )
 
 
 FINAL_STATUSES = frozenset(
     {
         InvitationStatus.COMPLETED, InvitationStatus.DECLINED, InvitationStatus.EXPIRED,
-        InvitationStatus.REVOKED, InvitationStatus.FAILED, InvitationStatus.JOINED_ELSEWHERE,
-        InvitationStatus.CANCELLED,
+        InvitationStatus.REVOKED, InvitationStatus.FAILED_COMPENSATED,
+        InvitationStatus.JOINED_ELSEWHERE, InvitationStatus.CANCELLED,
     }
 )
 # The same, as the strings stored in Invitation.status (for SQL filters and row checks).

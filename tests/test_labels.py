@@ -120,7 +120,7 @@ def test_the_labels_are_what_every_reader_gets() -> None:
     render = lambda source, **ctx: env.from_string(source).render(**ctx)  # noqa: E731
     assert render("{{ c|category }}", c=Category.CHAT) == labels.CATEGORY_LABELS["chat"]
     assert render("{{ s|status }}", s="failed_compensated") == labels.STATUS_LABELS[
-        InvitationStatus.FAILED]
+        InvitationStatus.FAILED_COMPENSATED]
     assert render("{{ 'live'|progress_state }}") == labels.PROGRESS_STATE_LABELS["live"]
     assert render("{{ 'room'|blocking_kind }}") == labels.BLOCKING_KIND_LABELS["room"]
     assert render("{{ d|destination }}", d=RefundDestination.ACCOUNT_CREDIT) == \

@@ -109,7 +109,7 @@ def test_receipt_completion_and_admin_mails_carry_their_facts(settings: Settings
     done = r.render(request(EmailKind.COMPLETION))
     assert "Cloud recording: off -> on (locked by account Acme & Co)" in done.text
     assert "4 reports stayed behind" in done.text and "3.0 MB" in done.text
-    failed = r.render(request(EmailKind.COMPLETION, status=InvitationStatus.FAILED,
+    failed = r.render(request(EmailKind.COMPLETION, status=InvitationStatus.FAILED_COMPENSATED,
                               failure_reason="transfer chat failed"))
     assert "did not complete: transfer chat failed" in failed.text
     assert "Nothing was lost" in failed.text

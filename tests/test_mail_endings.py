@@ -30,7 +30,8 @@ UNDONE = {c: CategoryProgress(category=c, state="compensated" if c in ("chat", "
 
 
 def failed(**overrides: object) -> dict[str, object]:
-    return {"status": InvitationStatus.FAILED, "failure_reason": "Moving chat messages failed",
+    return {"status": InvitationStatus.FAILED_COMPENSATED,
+            "failure_reason": "Moving chat messages failed",
             "payment": REVERSED, "categories": UNDONE, "finished_at": NOW, **overrides}
 
 

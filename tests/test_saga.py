@@ -174,7 +174,7 @@ async def test_an_undo_failing_for_good_needs_attention_until_an_operator_retrie
         fixed.set()
         after = await handle.execute_update(InvitationWorkflow.retry_compensation,
                                             RetryCompensation(by="ops@meet.example"))
-        assert after.status == InvitationStatus.FAILED
+        assert after.status == InvitationStatus.FAILED_COMPENSATED
         result = await handle.result()
         await save_history(handle, "needs_attention_then_retried")
     assert result.progress.undo_left == [] and result.progress.alert is None
@@ -199,7 +199,7 @@ async def test_a_failed_join_tells_both_what_was_undone(
         await handle.execute_update(InvitationWorkflow.accept, CREDIT)
         result = await handle.result()
         await save_history(handle, "failed_join_told_what_was_undone")
-    assert result.status == InvitationStatus.FAILED
+    assert result.status == InvitationStatus.FAILED_COMPENSATED
     payment = result.progress.payment
     assert payment is not None and payment.status == "reversed" and payment.amount_minor > 0
     sent = mails(engine, world.invitation)

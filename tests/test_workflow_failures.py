@@ -67,7 +67,7 @@ async def test_permanent_transfer_failure_is_compensated(
         if failing == Category.CHAT:
             await save_history(handle, "transfer_failed_compensated")
     p = result.progress
-    assert result.status == InvitationStatus.FAILED
+    assert result.status == InvitationStatus.FAILED_COMPENSATED
     assert p.failure_reason is not None
     assert f"transfer {failing.value} failed" in p.failure_reason
     assert "broke for good" in p.failure_reason and "(TransferFailed)" in p.failure_reason
@@ -105,7 +105,7 @@ async def test_failure_before_any_data_moves_undoes_the_link(
             InvitationWorkflow.accept,
             AcceptRequest(refund_destination=RefundDestination.ACCOUNT_CREDIT))
         result = await handle.result()
-    assert result.status == InvitationStatus.FAILED
+    assert result.status == InvitationStatus.FAILED_COMPENSATED
     assert result.progress.failure_reason is not None
     assert result.progress.failure_reason.startswith("pay the refund failed")
     assert "CurrencyMismatch" in result.progress.failure_reason

@@ -281,7 +281,7 @@ class Moving(Telling):
             if progress.state in ("running", "staged"):
                 progress.state = "compensated"
         await shielded(lambda: self._transition(
-            S.FAILED, "failed_compensated", "Failed; everything done was undone",
+            S.FAILED_COMPENSATED, "failed_compensated", "Failed; everything done was undone",
             {"reason": self._progress.failure_reason}))
         self._count("invitations_failed")
         await shielded(lambda: self._tell(Mail(EmailKind.FAILED),

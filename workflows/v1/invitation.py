@@ -56,7 +56,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.v1 import options
 from workflows.v1.details import blocked_message, describe_failure, refund_message
-from workflows.v1.joining import S_ORIGINAL, Joining, StepFailed
+from workflows.v1.joining import ORIGINAL_PAYMENT_METHOD, Joining, StepFailed
 from workflows.v1.saga import shielded
 from workflows.v1.schedule import Due, wake_ups
 
@@ -341,7 +341,7 @@ class InvitationWorkflowV1(Joining):
         return await self._accepted(req.refund_destination)
 
     async def _accepted(self, destination: RefundDestination | None) -> AcceptOutcome:
-        self._destination = destination or S_ORIGINAL
+        self._destination = destination or ORIGINAL_PAYMENT_METHOD
         if self._facts is not None and self._facts.source_account_id is not None:
             self._progress.categories = {c: CategoryProgress(category=c) for c in Category}
         await self._transition(S.ACCEPTED, "accepted", "Accepted: joining the account",

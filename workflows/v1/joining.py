@@ -41,7 +41,8 @@ from workflows.v1.details import CATEGORY_LABELS, describe_failure
 from workflows.v1.saga import Compensations, shielded
 
 S = InvitationStatus
-S_ORIGINAL = RefundDestination.ORIGINAL_PAYMENT_METHOD  # also when there is nothing to refund
+# The refund's destination when none was chosen (also when there is nothing to refund).
+ORIGINAL_PAYMENT_METHOD = RefundDestination.ORIGINAL_PAYMENT_METHOD
 T = TypeVar("T")
 A = TypeVar("A")
 
@@ -104,7 +105,7 @@ class Joining(Bookkeeping):
                         PlatformActivities.pay_refund,
                         PayRefund(invitation_id=self._id, source_account_id=source,
                                   org_account_id=self._input.account_id, at=quote.at,
-                                  destination=self._destination or S_ORIGINAL),
+                                  destination=self._destination or ORIGINAL_PAYMENT_METHOD),
                         summary=f"Pay the refund once: "
                                 f"{format_minor(quote.amount_minor, quote.currency)}",
                         **options.SAGA_STEP,
@@ -207,7 +208,7 @@ class Joining(Bookkeeping):
             if progress.state in ("running", "staged"):
                 progress.state = "compensated"
         await shielded(lambda: self._transition(
-            S.FAILED, "failed_compensated", "Failed; everything done was undone",
+            S.FAILED_COMPENSATED, "failed_compensated", "Failed; everything done was undone",
             {"reason": self._progress.failure_reason}))
         self._count("invitations_failed")
 
