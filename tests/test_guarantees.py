@@ -1,0 +1,180 @@
+"""Guarantees the code's comments state, each pinned by a test that fails without it
+(issue #16: "every comment that states a guarantee is either true and tested, or
+removed"). The SQLite-only ones about models/db.py are in tests/test_db.py.
+
+Two workflow tests need a message to reach the workflow while one of its local
+activities is still running. The worker keeps a workflow task open while its local
+activities run and only heartbeats it (at 80% of the task timeout) to take in new events;
+those tests start the invitation with a 2 s task timeout so that this happens within
+seconds, and hold the activity until the server shows the message was taken in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import (
+    Client,
+    WorkflowUpdateStage,
+)
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings
+from models.activity_io import (
+    AcceptanceCheck,
+    AcceptanceFacts,
+    StatusChange,
+)
+from models.db import as_utc
+from models.ids import invitation_id
+from models.payloads import (
+    AcceptOutcome,
+    AcceptRequest,
+    InvitationInput,
+    InvitationStatus,
+    ResendRequest,
+    RevokeRequest,
+)
+from tests.conftest import new_worker
+from tests.workflow_helpers import (
+    ADMIN,
+    Handle,
+    activities_with,
+    events,
+    eventually,
+    invitation_input,
+    invitation_row,
+    make_world,
+    progress,
+    real_activity,
+)
+from workflows.accepting import WAITING_STEP
+from workflows.invitation import InvitationWorkflow
+
+# The invitations below: a workflow task taking in new events every 1.6 s while a local
+# activity runs (the default, 10 s, would heartbeat it every 8 s).
+SHORT_TASK = timedelta(seconds=2)
+
+
+async def start_short(client: Client, settings: Settings, inp: InvitationInput) -> Handle:
+    return await client.start_workflow(
+        InvitationWorkflow.run, inp, id=invitation_id(inp.account_id, inp.email),
+        task_queue=settings.task_queue, task_timeout=SHORT_TASK)
+
+
+async def waiting(handle: Handle) -> None:
+    """Registered, its mail on the way: waiting for the invitee."""
+    async def check() -> bool:
+        return (await progress(handle)).step == WAITING_STEP
+    await eventually(check, within=20, what="the invitation waiting")
+
+
+async def event_types(handle: Handle) -> list[int]:
+    return [e.event_type async for e in handle.fetch_history_events()]
+
+
+async def taken_in_after(handle: Handle, event: int) -> None:
+    """Until a workflow task that began after `event` completed: the worker has run the
+    workflow code that `event` woke up (a heartbeat of the task the activity holds open)."""
+    async def check() -> bool:
+        kinds = await event_types(handle)
+        if event not in kinds:
+            return False
+        after = kinds[kinds.index(event):]
+        started = EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+        return started in after and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in \
+            after[after.index(started):]
+    await eventually(check, within=20, interval=0.1, what=f"event {event} taken in")
+
+
+# -- workflows/telling.py: status rows written in transition order ----------------------
+
+
+async def test_status_changes_are_written_in_the_order_they_happened(
+    ts_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path,
+) -> None:
+    """The invitee is blocked (error 1009); while that change is still being written (a
+    slow database), the admin resends. The resend's change waits for the first: the audit
+    trail says blocked, then resent, and the row keeps the resend's new expiry. (Written
+    at once, the resend's change would land first and "blocked" would then put the old
+    expiry back.)"""
+    world = make_world(engine, settings, rooms=("Rita's Boardroom",))
+    real = real_activity(settings, engine, "record_status")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="record_status")
+    async def slow_record(change: StatusChange) -> None:
+        if change.event == "blocked":
+            entered.set()
+            await release.wait()
+        await real(change)
+
+    acts = activities_with(settings, engine, slow_record)
+    async with new_worker(ts_env.client, settings, engine, activities=acts):
+        handle = await start_short(ts_env.client, settings, invitation_input(world))
+        await waiting(handle)
+        accept = await handle.start_update(InvitationWorkflow.accept, AcceptRequest(),
+                                           wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        await asyncio.wait_for(entered.wait(), 20)
+        # Accepted by the workflow (its handler ran) while "blocked" is still unwritten.
+        resend = await handle.start_update(InvitationWorkflow.resend, ResendRequest(),
+                                           wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        release.set()
+        blocked: AcceptOutcome = await accept.result()  # type: ignore[assignment]
+        assert blocked.outcome == "blocked"
+        resent = await resend.result()
+        await handle.execute_update(InvitationWorkflow.revoke, RevokeRequest(by=ADMIN))
+        await handle.result()
+    trail = events(engine, world.invitation)
+    assert trail.index("blocked") < trail.index("resent") < trail.index("revoked"), trail
+    row = invitation_row(engine, world.invitation)
+    assert row is not None
+    assert as_utc(row.expires_at) == resent.expires_at
+
+
+# -- workflows/waiting.py: an acceptance being checked decides before the expiry --------
+
+
+async def test_an_acceptance_checked_across_the_expiry_is_accepted_not_expired(
+    ts_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path,
+) -> None:
+    """The invitee accepts 3 s before the expiry; the check (a slow database) is still
+    running when the expiry timer fires and the workflow takes it in: the acceptance
+    decides, the invitation is not expired under it."""
+    world = make_world(engine, settings)
+    real = real_activity(settings, engine, "check_acceptance")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    @activity.defn(name="check_acceptance")
+    async def slow_check(check: AcceptanceCheck) -> AcceptanceFacts:
+        entered.set()
+        await release.wait()
+        return await real(check)  # type: ignore[no-any-return]
+
+    acts = activities_with(settings, engine, slow_check)
+    async with new_worker(ts_env.client, settings, engine, activities=acts):
+        handle = await start_short(ts_env.client, settings,
+                                   invitation_input(world, expires_in_days=1))
+        await waiting(handle)
+        p = await progress(handle)
+        # Days pass at once up to 3 s before the expiry; from there the server's clock
+        # runs in real time (it skips none while a workflow task is open).
+        await ts_env.sleep(p.expires_at - await ts_env.get_current_time()
+                           - timedelta(seconds=3))
+        accept = await handle.start_update(InvitationWorkflow.accept, AcceptRequest(),
+                                           wait_for_stage=WorkflowUpdateStage.ACCEPTED)
+        await asyncio.wait_for(entered.wait(), 20)
+        await taken_in_after(handle, EventType.EVENT_TYPE_TIMER_FIRED)  # the expiry
+        assert (await progress(handle)).status == InvitationStatus.PENDING
+        release.set()
+        outcome: AcceptOutcome = await accept.result()  # type: ignore[assignment]
+        assert outcome.outcome == "accepted", outcome.message
+        result = await handle.result()
+    assert result.status == InvitationStatus.COMPLETED, result.progress.failure_reason
+    assert "expired" not in events(engine, world.invitation)
+    assert invitation_row(engine, world.invitation).status == "completed"  # type: ignore[union-attr]
