@@ -53,6 +53,7 @@ from tests.workflow_helpers import (
     progress,
     real_activity,
 )
+from workflows import options
 from workflows.accepting import WAITING_STEP
 from workflows.invitation import InvitationWorkflow
 
@@ -178,3 +179,16 @@ async def test_an_acceptance_checked_across_the_expiry_is_accepted_not_expired(
     assert result.status == InvitationStatus.COMPLETED, result.progress.failure_reason
     assert "expired" not in events(engine, world.invitation)
     assert invitation_row(engine, world.invitation).status == "completed"  # type: ignore[union-attr]
+
+
+# -- workflows/options.py: bookkeeping retried without end --------------------------------
+
+
+def test_bookkeeping_is_retried_without_end() -> None:
+    """The status record (and the sweep's bookkeeping, which shares its policy) has no
+    attempt limit, no overall deadline and no error type it gives up on: a database down
+    for an hour delays the row, it never drops a change."""
+    policy = options.RECORD["retry_policy"]
+    assert policy.maximum_attempts == 0  # Temporal: unlimited
+    assert not policy.non_retryable_error_types
+    assert "schedule_to_close_timeout" not in options.RECORD
