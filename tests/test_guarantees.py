@@ -12,19 +12,26 @@ seconds, and hold the activity until the server shows the message was taken in.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleInfo,
+    ScheduleOverlapPolicy,
     WorkflowUpdateStage,
 )
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from domains.schedule import ensure_domain_check_schedule
 from models.activity_io import (
     AcceptanceCheck,
     AcceptanceFacts,
@@ -192,3 +199,47 @@ def test_bookkeeping_is_retried_without_end() -> None:
     assert policy.maximum_attempts == 0  # Temporal: unlimited
     assert not policy.non_retryable_error_types
     assert "schedule_to_close_timeout" not in options.RECORD
+
+
+# -- workflows/domain_check.py: one re-check at a time -----------------------------------
+
+
+@pytest.mark.sqlite_only  # no database: the schedule only
+async def test_the_domain_check_schedule_skips_a_run_while_one_is_running(
+    dev_env: WorkflowEnvironment, settings: Settings,
+) -> None:
+    """The schedule as the worker makes it (created, then updated as at every start): a
+    run that has not ended makes the next one be skipped, not started beside it. No worker
+    polls this test's queue, so the first run stays running."""
+    schedule_id = f"domain-check-{uuid.uuid4().hex[:8]}"
+    handle = await ensure_domain_check_schedule(dev_env.client, settings, schedule_id)
+
+    async def info() -> ScheduleInfo:
+        return (await handle.describe()).info
+
+    async def runs() -> list[str]:
+        return [a.workflow_id for a in (await info()).running_actions
+                if isinstance(a, ScheduleActionExecutionStartWorkflow)]
+
+    try:
+        await ensure_domain_check_schedule(dev_env.client, settings, schedule_id)
+        assert (await handle.describe()).schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        await handle.trigger()
+        await eventually(lambda: _running(runs, 1), within=20, what="the first run")
+        await handle.trigger()  # while the first one runs
+
+        async def settled() -> ScheduleInfo | None:
+            i = await info()
+            return i if i.num_actions_skipped_overlap or len(i.running_actions) > 1 else None
+
+        done: ScheduleInfo = await eventually(settled, within=20, what="the second trigger")
+        assert done.num_actions_skipped_overlap == 1 and len(done.running_actions) == 1, done
+    finally:
+        running = await runs()
+        await handle.delete()
+        for wid in running:
+            await dev_env.client.get_workflow_handle(wid).terminate("test finished")
+
+
+async def _running(runs: Any, n: int) -> bool:
+    return len(await runs()) == n
