@@ -12,13 +12,16 @@ seconds, and hold the activity until the server shows the message was taken in.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -28,16 +31,20 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     WorkflowUpdateStage,
 )
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.platform import PlatformActivities
 from config import Settings
 from domains.schedule import ensure_domain_check_schedule
 from models.activity_io import (
+    ERR_INVITEE_UNAVAILABLE,
     AcceptanceCheck,
     AcceptanceFacts,
+    Membership,
     StatusChange,
 )
-from models.db import as_utc
+from models.db import as_utc, make_engine
 from models.ids import invitation_id
 from models.payloads import (
     AcceptOutcome,
@@ -46,8 +53,15 @@ from models.payloads import (
     InvitationStatus,
     ResendRequest,
     RevokeRequest,
+    UserType,
 )
+from models.platform import find_user
+from models.seed import create_org
+from models.tables import AuditEvent, User
+from tests.concurrency_helpers import at_once
 from tests.conftest import new_worker
+from tests.test_platform_activities import EMAIL, INVITATION, NOW, link
+from tests.test_platform_activities import make_world as platform_world
 from tests.workflow_helpers import (
     ADMIN,
     Handle,
@@ -243,3 +257,68 @@ async def test_the_domain_check_schedule_skips_a_run_while_one_is_running(
 
 async def _running(runs: Any, n: int) -> bool:
     return len(await runs()) == n
+
+
+# -- activities/platform.py link_member: a concurrent move of the invitee fails the link --
+
+
+def test_a_move_of_the_invitee_while_the_link_runs_fails_the_link(
+    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """link_member has read the invitee (in their individual account); before it moves
+    them, another writer moves them to Globex. Exactly one of the two takes effect: on
+    PostgreSQL the move commits and the link's conditional UPDATE fails it ("moved
+    meanwhile", nothing linked); on SQLite the link's write lock keeps the move out
+    until it committed. Never both, with the undo holding a stale "previous account"."""
+    acts = PlatformActivities(settings, engine)
+    w = platform_world(engine, settings)
+    with Session(engine) as session:
+        globex = create_org(session, "Globex", owner="ceo@globex.test", admins=())
+        session.commit()
+        globex_id = globex.id
+    facts = acts._check_acceptance(AcceptanceCheck(
+        invitation_id=INVITATION, account_id=w.org_id, email=EMAIL,
+        user_type=UserType.LICENSED, group="Sales", at=NOW))
+    assert facts.refusal is None and facts.blocking == []
+
+    read, moved = threading.Event(), threading.Event()
+
+    def find_then_let_the_move_run(session: Session, email: str) -> Any:
+        found = find_user(session, email)
+        read.set()
+        moved.wait(timeout=10)
+        return found
+
+    monkeypatch.setattr("activities.platform.find_user", find_then_let_the_move_run)
+    impatient = make_engine(settings.database_url, busy_timeout_seconds=0.2)
+
+    def move() -> str:
+        read.wait(timeout=10)
+        try:
+            with impatient.begin() as conn:
+                conn.execute(update(User).where(col(User.id) == w.user_id)
+                             .values(account_id=globex_id))
+            return "moved"
+        finally:
+            moved.set()
+
+    try:
+        linked, move_result = at_once([lambda: acts._link_member(link(w)), move])
+    finally:
+        impatient.dispose()
+    did_move = move_result == "moved"
+    did_link = not isinstance(linked, BaseException)
+    assert did_move != did_link, (linked, move_result)
+    with Session(engine) as session:
+        person = session.get(User, w.user_id)
+        links = session.exec(select(AuditEvent).where(AuditEvent.kind == "linked")).all()
+    assert person is not None
+    if did_move:  # PostgreSQL
+        assert isinstance(linked, ApplicationError), linked
+        assert linked.type == ERR_INVITEE_UNAVAILABLE and "meanwhile" in linked.message
+        assert person.account_id == globex_id and links == []
+    else:  # SQLite: the move waited for the link's lock and gave up
+        assert isinstance(move_result, OperationalError) and "locked" in str(move_result)
+        assert isinstance(linked, Membership) and linked.source_account_id == w.source_id
+        assert person.account_id == w.org_id and len(links) == 1
+    assert engine.dialect.name == ("postgresql" if did_move else "sqlite")
