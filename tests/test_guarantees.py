@@ -32,8 +32,9 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.finalising import FinaliseActivities
 from activities.platform import PlatformActivities
 from config import Settings
 from domains.schedule import ensure_domain_check_schedule
@@ -57,10 +58,11 @@ from models.payloads import (
 )
 from models.platform import find_user
 from models.seed import create_org
-from models.tables import AuditEvent, User
+from models.tables import AuditEvent, Recording, TransferState, User
 from tests.concurrency_helpers import at_once
 from tests.conftest import new_worker
-from tests.test_platform_activities import EMAIL, INVITATION, NOW, link
+from tests.test_finalising import finalise_req, release_req, transferred_world
+from tests.test_platform_activities import EMAIL, INVITATION, NOW, link, rows
 from tests.test_platform_activities import make_world as platform_world
 from tests.workflow_helpers import (
     ADMIN,
@@ -322,3 +324,52 @@ def test_a_move_of_the_invitee_while_the_link_runs_fails_the_link(
         assert isinstance(linked, Membership) and linked.source_account_id == w.source_id
         assert person.account_id == w.org_id and len(links) == 1
     assert engine.dialect.name == ("postgresql" if did_move else "sqlite")
+
+
+# -- activities/finalising.py: a crash mid-release orphans no file ------------------------
+
+
+class Killed(Exception):
+    pass
+
+
+def recording_files(settings: Settings, engine: Engine) -> tuple[set[str], set[str]]:
+    """(files on disk with no Recording row, Recording rows with no file on disk)."""
+    root = Path(settings.recordings_dir)
+    on_disk = {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file()}
+    with Session(engine) as session:
+        in_rows = {r.path for r in session.exec(select(Recording)).all()}
+    return on_disk - in_rows, in_rows - on_disk
+
+
+async def test_a_crash_between_deleting_a_source_file_and_the_commit_orphans_no_file(
+    engine: Engine, settings: Settings,
+) -> None:
+    """release_source deletes a source recording's file, then its row, then commits. The
+    process dies in between: the row is back (rolled back) without its file, never a file
+    without its row; the next run finishes it."""
+    env = ActivityEnvironment()
+    fin = FinaliseActivities(settings, engine)
+    w = await transferred_world(env, engine, settings)
+    await env.run(fin.finalise, finalise_req(w))
+    sources = {r.path for r in rows(engine, Recording, Recording.account_id == w.source_id)}
+    assert len(sources) == 2 and recording_files(settings, engine) == (set(), set())
+
+    real = fin._release_recording
+
+    def dies_before_the_commit(*args: Any) -> Any:
+        real(*args)  # the file is gone, the row deleted in the open transaction
+        raise Killed("the process dies before the commit")
+
+    fin._release_recording = dies_before_the_commit  # type: ignore[method-assign,assignment]
+    with pytest.raises(Killed):  # its transaction is rolled back, as a dead process's
+        await env.run(fin.release_source, release_req(w))
+    orphans, missing = recording_files(settings, engine)
+    assert orphans == set() and len(missing) == 1 and missing <= sources
+
+    fin._release_recording = real  # type: ignore[method-assign]
+    done = await env.run(fin.release_source, release_req(w))
+    assert done.made_final["recordings"] == 2 and done.source_rows_deleted["recordings"] == 2
+    assert recording_files(settings, engine) == (set(), set())
+    assert rows(engine, Recording, Recording.account_id == w.source_id) == []
+    assert {s.state for s in rows(engine, TransferState)} == {"released"}
