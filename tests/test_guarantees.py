@@ -12,6 +12,9 @@ seconds, and hold the activity until the server shows the message was taken in.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import uuid
 from datetime import timedelta
@@ -36,7 +39,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.finalising import FinaliseActivities
 from activities.platform import PlatformActivities
-from config import Settings
+from config import ROOT, Settings
 from domains.schedule import ensure_domain_check_schedule
 from models.activity_io import (
     ERR_INVITEE_UNAVAILABLE,
@@ -373,3 +376,18 @@ async def test_a_crash_between_deleting_a_source_file_and_the_commit_orphans_no_
     assert recording_files(settings, engine) == (set(), set())
     assert rows(engine, Recording, Recording.account_id == w.source_id) == []
     assert {s.state for s in rows(engine, TransferState)} == {"released"}
+
+
+# -- models/payloads.py: payloads never import the table classes --------------------------
+
+
+def test_the_workflow_payloads_import_no_database_code() -> None:
+    """What the workflows import for their inputs and results: no table class, nor the
+    database layer beneath it (a fresh interpreter, nothing imported before)."""
+    code = ("import sys, models.payloads, models.activity_io; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('sqlmodel', 'sqlalchemy') or m in ('models.tables', 'models.db'))))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
