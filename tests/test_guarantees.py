@@ -41,6 +41,8 @@ from activities.finalising import FinaliseActivities
 from activities.platform import PlatformActivities
 from config import ROOT, Settings
 from domains.schedule import ensure_domain_check_schedule
+from invitations import InvitationsClient
+from invitations.starting import BulkStart
 from models.activity_io import (
     ERR_INVITEE_UNAVAILABLE,
     AcceptanceCheck,
@@ -391,3 +393,34 @@ def test_the_workflow_payloads_import_no_database_code() -> None:
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+# -- invitations/starting.py: register writes the row should the starter die ------------
+
+
+async def test_the_row_is_written_by_the_workflow_should_the_starter_die_before_it(
+    dev_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The starter started the workflow and died before its batched write of the row:
+    the workflow's register step writes the row (from its input) and the audit event."""
+    world = make_world(engine, settings)
+    monkeypatch.setattr(BulkStart, "_write_rows", lambda self, items: None)  # never runs
+    client = InvitationsClient(dev_env.client, settings, engine)
+    started = await client.invite(world.org_id, ADMIN, world.email, first_name="Paula",
+                                  user_type=UserType.LICENSED, group="Sales",
+                                  message="Welcome", expires_in_days=14)
+    handle = dev_env.client.get_workflow_handle_for(InvitationWorkflow.run,
+                                                    started.invitation_id)
+    assert invitation_row(engine, started.invitation_id) is None  # the starter wrote nothing
+    async with new_worker(dev_env.client, settings, engine):
+        await waiting(handle)
+        row = invitation_row(engine, started.invitation_id)
+        assert row is not None
+        assert (row.status, row.email, row.first_name, row.user_type, row.group_name,
+                row.message) == ("pending", world.email, "Paula", "licensed", "Sales",
+                                 "Welcome")
+        assert as_utc(row.expires_at) == (await progress(handle)).expires_at
+        assert events(engine, started.invitation_id) == ["invited"]
+        await handle.execute_update(InvitationWorkflow.revoke, RevokeRequest(by=ADMIN))
+        await handle.result()
