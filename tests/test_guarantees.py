@@ -26,21 +26,24 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 from temporalio import activity
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, ParentClosePolicy
 from temporalio.client import (
     Client,
     ScheduleActionExecutionStartWorkflow,
     ScheduleInfo,
     ScheduleOverlapPolicy,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowUpdateStage,
 )
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.finalising import FinaliseActivities
 from activities.platform import PlatformActivities
 from config import ROOT, Settings
 from domains.schedule import ensure_domain_check_schedule
+from domains.sweep import SweepsClient
 from invitations import InvitationsClient
 from invitations.starting import BulkStart
 from models.activity_io import (
@@ -66,6 +69,9 @@ from models.seed import create_org
 from models.tables import AuditEvent, Recording, TransferState, User
 from tests.concurrency_helpers import at_once
 from tests.conftest import new_worker
+from tests.test_domain_sweep import _end_leftovers as end_leftovers
+from tests.test_domain_sweep import domain_world
+from tests.test_domain_sweep import until as sweep_until
 from tests.test_finalising import finalise_req, release_req, transferred_world
 from tests.test_platform_activities import EMAIL, INVITATION, NOW, link, rows
 from tests.test_platform_activities import make_world as platform_world
@@ -424,3 +430,44 @@ async def test_the_row_is_written_by_the_workflow_should_the_starter_die_before_
         assert events(engine, started.invitation_id) == ["invited"]
         await handle.execute_update(InvitationWorkflow.revoke, RevokeRequest(by=ADMIN))
         await handle.result()
+
+
+# -- workflows/domain.py: a workflow cancel of a sweep leaves its invitations running ----
+
+
+@pytest.mark.sqlite_only
+async def test_a_workflow_cancel_of_a_sweep_leaves_its_invitations_running(
+    dev_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path,
+) -> None:
+    """`temporal workflow cancel` (not the sweep's own `cancel` update) ends the sweep
+    cancelled; the invitations it started were started to outlive it (ABANDON) and go on
+    waiting for their invitees."""
+    world = domain_world(engine, settings, ann=None)
+    async with new_worker(dev_env.client, settings, engine):
+        try:
+            wid = await SweepsClient(dev_env.client, settings, engine).start(
+                world.org_id, ADMIN, world.domain, mode="invite")
+            await sweep_until(dev_env.client, world, lambda p: p.counts.invited == 1,
+                              "the invitation started")
+            sweep = dev_env.client.get_workflow_handle(wid)
+            await sweep.cancel()
+            with pytest.raises(WorkflowFailureError) as ended:
+                await sweep.result()
+            assert isinstance(ended.value.cause, CancelledError)
+            history = [e async for e in sweep.fetch_history_events()]
+            starts = [e.start_child_workflow_execution_initiated_event_attributes
+                      for e in history if e.event_type ==
+                      EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED]
+            assert [s.workflow_id for s in starts] == [world.wid("ann")]
+            assert {s.parent_close_policy for s in starts} == {
+                ParentClosePolicy.PARENT_CLOSE_POLICY_ABANDON}
+            invitation = dev_env.client.get_workflow_handle_for(InvitationWorkflow.run,
+                                                                world.wid("ann"))
+            described = await invitation.describe()
+            assert described.status == WorkflowExecutionStatus.RUNNING
+            assert (await progress(invitation)).status == InvitationStatus.PENDING
+            await invitation.execute_update(InvitationWorkflow.revoke,
+                                            RevokeRequest(by=ADMIN))
+            assert (await invitation.result()).status == InvitationStatus.REVOKED
+        finally:
+            await end_leftovers(dev_env.client, engine)
