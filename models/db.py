@@ -86,6 +86,9 @@ def _sqlite_engine(url: str, busy_timeout_seconds: float, foreign_keys: bool) ->
         # We emit BEGIN ourselves (`_on_begin`); the driver's own BEGIN comes too late.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # Not retried: on a new file, two first connections at the same instant can meet
+        # each other's switch to WAL, and one fails with "database is locked" (about one
+        # start of three processes in 40; tests/test_migrations.py connects them in turn).
         cur.execute("PRAGMA journal_mode=WAL")  # readers and one writer side by side
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
         cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")

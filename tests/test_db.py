@@ -141,6 +141,67 @@ def test_a_reader_never_blocks_a_writer(settings: Settings) -> None:
         impatient.dispose()
 
 
+@pytest.mark.sqlite_only  # PostgreSQL at READ COMMITTED lets it write (models/db.py)
+def test_a_reader_that_writes_after_another_writer_committed_is_refused(
+    settings: Settings,
+) -> None:
+    """A plain Session begins DEFERRED at its first read: once another writer commits,
+    SQLite refuses its write ("database is locked") rather than let it act on what it
+    read. (Were its read outside the transaction, the stale write would go through.)"""
+    impatient = make_engine(settings.database_url, busy_timeout_seconds=0.5)
+    try:
+        _meta.create_all(impatient)
+        with impatient.begin() as conn:
+            conn.execute(insert(counter).values(id=1, value=0))
+        with Session(impatient) as reader:
+            seen = reader.execute(select(counter.c.value)).scalar_one()
+            with write_transaction(impatient) as conn:
+                conn.execute(update(counter).values(value=10))
+            with pytest.raises(OperationalError, match="locked"):
+                reader.execute(update(counter).values(value=seen + 1))
+        with impatient.connect() as conn:
+            assert conn.execute(select(counter.c.value)).scalar_one() == 10
+    finally:
+        impatient.dispose()
+
+
+@pytest.mark.sqlite_only  # on PostgreSQL writers lock rows, not the database
+def test_this_process_writers_take_turns_on_a_mutex(settings: Settings) -> None:
+    """A writer of this process that finds another one in its transaction waits on the
+    process's mutex (one per database file, whatever the engine), not in SQLite's busy
+    handler: it never meets the busy timeout, however long the first one holds on."""
+    first = make_engine(settings.database_url, busy_timeout_seconds=0.1)
+    second = make_engine(settings.database_url, busy_timeout_seconds=0.1)  # same file
+    try:
+        _meta.create_all(first)
+        with first.begin() as conn:
+            conn.execute(insert(counter).values(id=1, value=0))
+        holding, errors = threading.Event(), list[BaseException]()
+
+        def other_writer() -> None:
+            holding.wait(timeout=10)
+            try:
+                with write_transaction(second) as conn:
+                    conn.execute(update(counter).values(value=counter.c.value + 1))
+            except Exception as exc:  # noqa: BLE001 (reported by the test)
+                errors.append(exc)
+
+        thread = threading.Thread(target=other_writer)
+        thread.start()
+        with write_transaction(first) as conn:
+            conn.execute(update(counter).values(value=counter.c.value + 1))
+            holding.set()
+            # Five busy timeouts: without the mutex the other writer gives up meanwhile.
+            time.sleep(0.5)
+        thread.join(timeout=10)
+        assert errors == []
+        with first.connect() as conn:
+            assert conn.execute(select(counter.c.value)).scalar_one() == 2
+    finally:
+        first.dispose()
+        second.dispose()
+
+
 def test_insert_select_row_count_is_reported(engine: Engine) -> None:
     """psycopg forgets an INSERT's row count when its cursor closes: the engines keep it
     (the transfer metrics count staged rows with it)."""
