@@ -21,7 +21,9 @@ or make the write one conditional statement and check its row count.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -73,6 +75,21 @@ def engine_from(settings: Settings) -> Engine:
                        busy_timeout_seconds=settings.db_busy_timeout_seconds)
 
 
+def _switch_to_wal(cur: Any, within_seconds: float) -> None:
+    """PRAGMA journal_mode=WAL, retried: on a new file, first connections at the same
+    instant (processes starting together) meet each other's switch, and SQLite answers
+    "database is locked" at once, without its busy handler (tests/test_migrations.py)."""
+    deadline = time.monotonic() + within_seconds
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _sqlite_engine(url: str, busy_timeout_seconds: float, foreign_keys: bool) -> Engine:
     path = url.split("///", 1)[-1].split("?", 1)[0]
     if path and path != ":memory:":
@@ -86,10 +103,7 @@ def _sqlite_engine(url: str, busy_timeout_seconds: float, foreign_keys: bool) ->
         # We emit BEGIN ourselves (`_on_begin`); the driver's own BEGIN comes too late.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        # Not retried: on a new file, two first connections at the same instant can meet
-        # each other's switch to WAL, and one fails with "database is locked" (about one
-        # start of three processes in 40; tests/test_migrations.py connects them in turn).
-        cur.execute("PRAGMA journal_mode=WAL")  # readers and one writer side by side
+        _switch_to_wal(cur, busy_timeout_seconds)  # readers and one writer side by side
         cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_seconds * 1000)}")
         cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cur.execute("PRAGMA synchronous=NORMAL")

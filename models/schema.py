@@ -85,7 +85,7 @@ def _our_tables(conn: Connection) -> list[str]:
 
 def ensure_sqlite_schema(engine: Engine) -> None:
     # IMMEDIATE: processes starting together on one fresh file create it once, in turn
-    # (once connected: see `_on_connect` in models/db.py).
+    # (tests/test_migrations.py).
     with write_transaction(engine) as conn:
         current = current_revisions(conn)
         if current == (head_revision(),):
