@@ -54,7 +54,7 @@ test-deps:
 # process has its own dev server, time-skipping server and PostgreSQL cluster.
 TEST_PROCESSES ?= 2
 
-## make test: `make lint` first (ruff; mypy, strict on workflows/activities/models/content), then
+## make test: `make lint` first (ruff; mypy, strict on workflows/activities/records/messages/rules/content), then
 ## the whole suite (unit, time-skipping, dev server, browser), each database test on
 ## SQLite and PostgreSQL; PostgreSQL missing is an error here, not a skip.
 test: $(STAMP) test-deps lint
@@ -62,7 +62,7 @@ test: $(STAMP) test-deps lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy workflows activities models content admin webhooks domains linkhandler invitations
+	$(BIN)/mypy workflows activities records messages rules demo content admin webhooks domains linkhandler invitations
 
 clean:
 	rm -rf .data test-artifacts

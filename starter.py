@@ -44,7 +44,7 @@ from invitations.csvimport import read_invite_csv
 from invitations.errors import InvitationError, TemporalUnavailable
 from invitations.models import InviteRequest, Outcome, RowResult
 from invitations.render import pending_table, progress_tables, results_table, when
-from models.db import engine_from, init_db
+from records.db import engine_from, init_db
 from webhooks.cli import add_webhook_parser, run_webhook_command
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
@@ -157,7 +157,7 @@ async def cmd_link(client: InvitationsClient, args: argparse.Namespace, out: Out
 
 
 def cmd_seed_demo(settings: Settings, out: Output) -> int:
-    from models.seed import seed_demo
+    from demo.seed import seed_demo
 
     engine = engine_from(settings)
     init_db(engine)

@@ -28,8 +28,8 @@ from config import (
     require_production_secrets,
     secrets_to_mask,
 )
-from models.db import engine_from, init_db
 from observability import configure_logging
+from records.db import engine_from, init_db
 
 log = logging.getLogger("worker")
 
@@ -74,7 +74,7 @@ def size_thread_pool(threads: int) -> None:
     executor (asyncio.to_thread, run_in_executor(None)). Python sizes it min(32, cpus + 4):
     6 threads on 2 cores for 50 concurrent activities, so activities would wait for a
     thread while holding their slot. Give it one thread per (local) activity slot, plus a
-    few. Most of them wait (on SQLite, for the writers' mutex: models/db.py)."""
+    few. Most of them wait (on SQLite, for the writers' mutex: records/db.py)."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -34,8 +34,7 @@ from invitations.errors import (
     WorkflowRefused,
 )
 from invitations.validation import check_inviter
-from models.db import insert_for, write_transaction
-from models.domain_sweep import (
+from messages.domain_sweep import (
     CheckSweep,
     FindPeople,
     Marked,
@@ -53,9 +52,10 @@ from models.domain_sweep import (
     Tallied,
     Tally,
 )
-from models.ids import normalise_email
-from models.payloads import FINAL_STATUS_VALUES, InvitationStatus
-from models.tables import Account, AccountKind, Invitation, Role, User
+from messages.payloads import FINAL_STATUS_VALUES, InvitationStatus
+from records.db import insert_for, write_transaction
+from records.ids import normalise_email
+from records.tables import Account, AccountKind, Invitation, Role, User
 
 log = logging.getLogger(__name__)
 PEOPLE: Table = DomainSweepPerson.__table__  # type: ignore[attr-defined]

@@ -31,9 +31,9 @@ from sqlalchemy import Connection, Integer, Table, and_, bindparam, update
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from models.activity_io import ERR_TRANSFER_SUPERSEDED, ERR_TRANSFER_UNDONE
-from models.db import as_utc, insert_for, prepared
-from models.tables import TransferState, utcnow
+from messages.activity_io import ERR_TRANSFER_SUPERSEDED, ERR_TRANSFER_UNDONE
+from records.db import as_utc, insert_for, prepared
+from records.tables import TransferState, utcnow
 
 RUNNING, UNDONE, LIVE, RELEASED = "running", "undone", "live", "released"
 HEARTBEAT_EVERY = 1.0  # seconds between heartbeats while a thread works

@@ -5,7 +5,7 @@
   the individual account is closed when nobody is left in it, an audit event is written
   once. Nothing is deleted and no data row is touched, so it takes milliseconds whatever
   the amount of data. From then on a staged copy of a live transfer counts as live (see
-  models.platform.live_rows).
+  rules.platform.live_rows).
 - `release_source`: after completion, off the critical path, safe to re-run any number of
   times: in time-sized batches it flips the copies of live transfers to staged=False and
   deletes the source rows they were copied from (each batch in one transaction with the
@@ -42,7 +42,7 @@ from activities.fencing import (
 )
 from activities.recording_files import remove_staging_files, sha256_of
 from config import Settings
-from models.activity_io import (
+from messages.activity_io import (
     ERR_CHECKSUM_MISMATCH,
     ERR_NOT_FINALISED,
     ERR_TRANSFER_UNDONE,
@@ -51,11 +51,11 @@ from models.activity_io import (
     Released,
     ReleaseSource,
 )
-from models.db import prepared, write_transaction
-from models.payloads import Category
-from models.platform import CATEGORY_TABLES
-from models.records import insert_event_once, record_change
-from models.tables import Account, AuditEvent, User, utcnow
+from messages.payloads import Category
+from records.changes import insert_event_once, record_change
+from records.db import prepared, write_transaction
+from records.tables import Account, AuditEvent, User, utcnow
+from rules.platform import CATEGORY_TABLES
 
 
 def _table(category: Category) -> Table:

@@ -33,9 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from config import Settings
 from content.present import make_environment
-from models.db import insert_for, prepared, write_transaction
-from models.links import signed_acceptance_url
-from models.payloads import (
+from messages.payloads import (
     Category,
     EmailBatch,
     EmailKind,
@@ -43,7 +41,9 @@ from models.payloads import (
     EmailResult,
     Progress,
 )
-from models.tables import SentEmail, utcnow
+from records.db import insert_for, prepared, write_transaction
+from records.tables import SentEmail, utcnow
+from rules.links import signed_acceptance_url
 
 log = logging.getLogger(__name__)
 

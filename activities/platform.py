@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import refunds
 from config import Settings
-from models.activity_io import (
+from messages.activity_io import (
     ERR_CLAIM_LOST,
     ERR_INVITEE_UNAVAILABLE,
     ERR_SEATS_EXHAUSTED,
@@ -37,19 +37,28 @@ from models.activity_io import (
     StatusChange,
     UnlinkInvitation,
 )
-from models.claims import (
+from messages.payloads import (
+    Payment,
+)
+from records.changes import insert_event_once, record_change, upsert_invitation
+from records.claims import (
     held_elsewhere,
     lock_account,
     mark_linked,
     seats_taken,
     take_claim,
 )
-from models.db import as_utc, write_session, write_transaction
-from models.ids import normalise_email
-from models.payloads import (
-    Payment,
+from records.db import as_utc, write_session, write_transaction
+from records.ids import normalise_email
+from records.tables import (
+    Account,
+    AuditEvent,
+    Invitation,
+    Role,
+    User,
+    utcnow,
 )
-from models.platform import (
+from rules.platform import (
     CATEGORY_TABLES,
     blocking_items,
     find_user,
@@ -59,21 +68,12 @@ from models.platform import (
     settings_changes,
     source_view,
 )
-from models.records import insert_event_once, record_change, upsert_invitation
-from models.tables import (
-    Account,
-    AuditEvent,
-    Invitation,
-    Role,
-    User,
-    utcnow,
-)
 from webhooks import outbox
 
 EVENTS: Table = AuditEvent.__table__  # type: ignore[attr-defined]
 INVITATIONS: Table = Invitation.__table__  # type: ignore[attr-defined]
 
-# Business failures of this module not (yet) in models.activity_io.
+# Business failures of this module not (yet) in messages.activity_io.
 ERR_INVALID_INVITATION = "InvalidInvitation"  # unknown account, or inviter not owner/admin
 
 
@@ -82,7 +82,7 @@ def add_event_once(
     session: Session, *, invitation_id: str, kind: str, at: datetime,
     account_id: int | None, detail: dict[str, Any],
 ) -> bool:
-    """The audit event once (models.records.insert_event_once), and its webhooks."""
+    """The audit event once (records.changes.insert_event_once), and its webhooks."""
     conn = session.connection()
     if not insert_event_once(conn, invitation_id=invitation_id, kind=kind, at=at,
                              account_id=account_id, detail=detail):

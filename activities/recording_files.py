@@ -17,7 +17,7 @@ from pathlib import Path
 
 from temporalio.exceptions import ApplicationError
 
-from models.activity_io import ERR_CHECKSUM_MISMATCH, ERR_SOURCE_CHANGED
+from messages.activity_io import ERR_CHECKSUM_MISMATCH, ERR_SOURCE_CHANGED
 
 CHUNK = 1024 * 1024  # files stream in 1 MiB chunks
 TEMP_SUFFIX = ".part"

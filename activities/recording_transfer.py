@@ -15,9 +15,9 @@ from temporalio import activity
 from activities.fencing import COUNT_ROWS, Cursor, advance, hold, in_thread, inserted_rows
 from activities.recording_files import copy_verified, staged_rel_path, temp_path
 from activities.staging import STAGING_KEY, Batch, table_of
-from models.activity_io import Transfer
-from models.db import insert_for, write_transaction
-from models.payloads import Category
+from messages.activity_io import Transfer
+from messages.payloads import Category
+from records.db import insert_for, write_transaction
 
 # A quick try (Transfer.budget_seconds) leaves a recording bigger than this to the
 # activity that follows, which heartbeats while it copies.

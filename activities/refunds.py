@@ -1,5 +1,5 @@
 """The refund and its reversal: money, once. A refund is keyed by the invitation and its
-round (`models.ids.refund_idempotency_key`), a unique ledger key, and ends the
+round (`records.ids.refund_idempotency_key`), a unique ledger key, and ends the
 subscription with a conditional update: of two attempts at the same time one pays and
 the other reports that payment. A reversal is keyed the same way and gives back exactly
 what the refund took (subscription active again, credit taken back). Amounts are ints of
@@ -13,13 +13,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from temporalio.exceptions import ApplicationError
 
-from models.activity_io import PayRefund, ReverseRefund
-from models.db import as_utc, write_session
-from models.ids import refund_idempotency_key, reversal_idempotency_key
-from models.money import prorated_refund_minor
-from models.payloads import Payment, RefundDestination
-from models.platform import active_subscription
-from models.tables import Account, RefundLedger, Subscription
+from messages.activity_io import PayRefund, ReverseRefund
+from messages.payloads import Payment, RefundDestination
+from records.db import as_utc, write_session
+from records.ids import refund_idempotency_key, reversal_idempotency_key
+from records.tables import Account, RefundLedger, Subscription
+from rules.money import prorated_refund_minor
+from rules.platform import active_subscription
 
 ERR_CURRENCY_MISMATCH = "CurrencyMismatch"  # credit to an account billed in another currency
 

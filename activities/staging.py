@@ -1,6 +1,6 @@
 """The statements that stage an invitee's rows, each run inside the caller's transaction
 (which holds the transfer, see activities.fencing): check and count the source, copy the
-source rows in (checkpoint, upto] as *staged* copies (see models.tables) with one
+source rows in (checkpoint, upto] as *staged* copies (see records.tables) with one
 `INSERT ... SELECT ... ON CONFLICT (invitation_id, source_id) DO NOTHING` and move the
 checkpoint with them, and apply the organisation's locks to the staged settings.
 """
@@ -15,11 +15,11 @@ from sqlmodel import col
 from temporalio.exceptions import ApplicationError
 
 from activities.fencing import COUNT_ROWS, Cursor, advance, inserted_rows
-from models.activity_io import ERR_SOURCE_CHANGED, Transfer
-from models.db import insert_for, prepared
-from models.payloads import Category, SettingChange
-from models.platform import CATEGORY_TABLES, reports_left_behind_count
-from models.tables import Account, User, UserSetting
+from messages.activity_io import ERR_SOURCE_CHANGED, Transfer
+from messages.payloads import Category, SettingChange
+from records.db import insert_for, prepared
+from records.tables import Account, User, UserSetting
+from rules.platform import CATEGORY_TABLES, reports_left_behind_count
 
 STAGING_KEY = ["invitation_id", "source_id"]
 

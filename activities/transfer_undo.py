@@ -15,10 +15,10 @@ from temporalio.exceptions import ApplicationError
 from activities.fencing import LIVE, RELEASED, STATE, UNDONE, state_row
 from activities.recording_files import remove_staging_files
 from activities.staging import table_of
-from models.activity_io import ERR_TRANSFER_LIVE, UndoneTransfer, UndoTransfer
-from models.db import as_utc, write_transaction
-from models.payloads import Category
-from models.tables import utcnow
+from messages.activity_io import ERR_TRANSFER_LIVE, UndoneTransfer, UndoTransfer
+from messages.payloads import Category
+from records.db import as_utc, write_transaction
+from records.tables import utcnow
 
 
 def undo_staged(engine: Engine, recordings_dir: Path, req: UndoTransfer,

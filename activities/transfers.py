@@ -1,5 +1,5 @@
 """One activity per data category: copy the invitee's rows into the organisation's scope
-as *staged* copies (see models.tables), and `undo_transfer` to remove them again
+as *staged* copies (see records.tables), and `undo_transfer` to remove them again
 (activities.transfer_undo).
 
 The claim's transaction (see activities.fencing) also checks and counts the source. A
@@ -49,16 +49,16 @@ from activities.staging import (
 )
 from activities.transfer_undo import undo_staged
 from config import Settings
-from models.activity_io import (
+from messages.activity_io import (
     ERR_TRANSFER_FAILED,
     Transfer,
     Transferred,
     UndoneTransfer,
     UndoTransfer,
 )
-from models.db import write_transaction
-from models.payloads import Category, SettingChange
-from models.platform import settings_changes, source_view
+from messages.payloads import Category, SettingChange
+from records.db import write_transaction
+from rules.platform import settings_changes, source_view
 
 __all__ = ["TransferActivities"]
 

@@ -38,9 +38,9 @@ from admin.problems import (
 from admin.tokens import ApiPrincipal
 from invitations.client import InvitationsClient
 from invitations.models import InviteRequest, InviteResult, Outcome, PendingInvitation
-from models.db import as_utc
-from models.payloads import InvitationStatus, Progress
-from models.tables import Invitation
+from messages.payloads import InvitationStatus, Progress
+from records.db import as_utc
+from records.tables import Invitation
 
 router = APIRouter(route_class=ProblemRoute, responses=PROBLEM_RESPONSES)
 MAX_BULK = 1000

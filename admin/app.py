@@ -29,8 +29,8 @@ from config import (
 from content.present import STATIC
 from invitations.client import InvitationsClient
 from linkhandler.hardening import SecurityHeaders
-from models.db import engine_from, init_db
 from observability import configure_logging
+from records.db import engine_from, init_db
 
 
 def create_admin_app(

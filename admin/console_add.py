@@ -24,7 +24,7 @@ from admin.principal import Principal
 from invitations.csvimport import read_invite_csv
 from invitations.errors import CsvFormatError
 from invitations.models import InviteRequest, Outcome, RowResult
-from models.payloads import UserType
+from messages.payloads import UserType
 
 router = console_router()
 MAX_ADDRESSES = 500  # per form; a CSV file takes more

@@ -23,7 +23,7 @@ from admin.console_kit import (
 from admin.console_users import pending_page
 from admin.principal import Principal
 from invitations.errors import InvitationError, TemporalUnavailable
-from models.payloads import Category, Progress
+from messages.payloads import Category, Progress
 
 router = console_router()
 

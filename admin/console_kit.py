@@ -22,7 +22,7 @@ from config import Settings
 from content.present import make_environment
 from invitations.client import InvitationsClient
 from linkhandler.hardening import BadLinkLimiter
-from models.tables import Account, Invitation
+from records.tables import Account, Invitation
 
 ERRORS = {
     403: ("This form has expired", "Go back, reload the page and try again."),

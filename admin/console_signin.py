@@ -23,7 +23,7 @@ from admin.console_kit import (
 from admin.sessions import FORM_COOKIE, SESSION_COOKIE, SIGNIN_PATH
 from content.present import STATIC
 from invitations.emails import email_problem
-from models.ids import normalise_email
+from records.ids import normalise_email
 
 router = console_router()
 

@@ -24,8 +24,8 @@ from content.present import datetime_utc
 from invitations.client import InvitationsClient
 from invitations.errors import InvitationError
 from invitations.models import PendingInvitation
-from models.payloads import EmailKind, Progress
-from models.tables import SentEmail, User
+from messages.payloads import EmailKind, Progress
+from records.tables import SentEmail, User
 
 router = console_router()
 PAGE_SIZE = 100  # rows of the Pending list per page

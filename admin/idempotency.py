@@ -27,8 +27,8 @@ from sqlalchemy import Engine, delete, select, update
 
 from admin.principal import Principal
 from admin.problems import MEDIA_TYPE, FieldError, Problem, as_problem
-from models.api_tables import IdempotencyRecord
-from models.db import insert_for, write_transaction
+from records.api_tables import IdempotencyRecord
+from records.db import insert_for, write_transaction
 
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 STALE_CLAIM = timedelta(minutes=5)

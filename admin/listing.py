@@ -20,8 +20,8 @@ from sqlmodel import Session, col, select
 
 from admin.problems import FieldError, Problem
 from invitations.models import PendingInvitation
-from models.db import as_utc
-from models.tables import Invitation, User
+from records.db import as_utc
+from records.tables import Invitation, User
 
 
 @dataclass(frozen=True)

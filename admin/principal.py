@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from models.tables import Role
+from records.tables import Role
 
 ADMIN_ROLES = (Role.OWNER, Role.ADMIN)
 

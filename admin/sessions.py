@@ -36,10 +36,10 @@ from sqlmodel import Session, col, select
 
 from admin.principal import ADMIN_ROLES, Principal
 from config import Settings
-from models.console_auth import AdminSession, SignInLink
-from models.db import write_session, write_transaction
-from models.ids import normalise_email
-from models.tables import Account, AccountKind, User
+from records.console_auth import AdminSession, SignInLink
+from records.db import write_session, write_transaction
+from records.ids import normalise_email
+from records.tables import Account, AccountKind, User
 
 log = logging.getLogger(__name__)
 

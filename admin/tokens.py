@@ -32,9 +32,9 @@ from admin.principal import ADMIN_ROLES, Principal
 from admin.problems import Problem
 from invitations.errors import InvitationError, UnknownAccount
 from invitations.validation import check_account_admin
-from models.api_tables import ApiToken
-from models.db import write_session
-from models.tables import Account, AuditEvent, User
+from records.api_tables import ApiToken
+from records.db import write_session
+from records.tables import Account, AuditEvent, User
 
 TOKEN_RE = re.compile(r"^(inv_[0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")

@@ -53,7 +53,7 @@ from stack import (  # noqa: E402
 
 from invitations import InvitationsClient, InviteRequest  # noqa: E402
 from linkhandler.app import create_app  # noqa: E402
-from models.payloads import RefundDestination  # noqa: E402
+from messages.payloads import RefundDestination  # noqa: E402
 
 JSON = {"Accept": "application/json"}
 READY_SECONDS = 60  # per invitation: registered and showing its preview

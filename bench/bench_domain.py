@@ -35,12 +35,12 @@ from temporalio.client import Client  # noqa: E402
 
 from bench.bench_invite import connect, free_port, start_server, stop_server  # noqa: E402
 from config import Settings  # noqa: E402
+from demo.seed import create_org  # noqa: E402
 from domains.sweep import SweepsClient  # noqa: E402
 from domains.tables import ClaimedDomain  # noqa: E402
-from models.db import init_db, make_engine, write_session  # noqa: E402
-from models.domain_sweep import SweepProgress, SweepStatus  # noqa: E402
-from models.seed import create_org  # noqa: E402
-from models.tables import Account, User  # noqa: E402
+from messages.domain_sweep import SweepProgress, SweepStatus  # noqa: E402
+from records.db import init_db, make_engine, write_session  # noqa: E402
+from records.tables import Account, User  # noqa: E402
 from worker import build_worker  # noqa: E402
 
 ADMIN = "admin@bench.test"

@@ -52,7 +52,7 @@ from stack import (  # noqa: E402
 )
 
 from invitations import InvitationsClient, InviteRequest  # noqa: E402
-from models.payloads import AcceptRequest, RefundDestination  # noqa: E402
+from messages.payloads import AcceptRequest, RefundDestination  # noqa: E402
 
 
 @dataclass
@@ -149,7 +149,7 @@ async def bare_phase(stack: Stack, rnd: int, n: int, concurrency: int) -> Phase:
 async def wait_for_invitation_emails(stack: Stack, ids: list[str]) -> None:
     from sqlalchemy import func, select
 
-    from models.tables import SentEmail
+    from records.tables import SentEmail
 
     column = SentEmail.invitation_id
     query = select(func.count()).select_from(SentEmail).where(

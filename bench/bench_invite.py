@@ -43,15 +43,15 @@ from sqlmodel import Session, select  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 
 from config import Settings, connect_temporal  # noqa: E402
+from demo.seed import create_org  # noqa: E402
 from invitations import InvitationsClient, Outcome  # noqa: E402
 from invitations.csvimport import read_invite_csv  # noqa: E402
 from invitations.starting import WORKFLOW, start_options  # noqa: E402
 from invitations.validation import Inviter, validate  # noqa: E402
-from models import search_attributes  # noqa: E402
-from models.db import init_db, make_engine  # noqa: E402
-from models.payloads import InvitationInput, UserType  # noqa: E402
-from models.seed import create_org  # noqa: E402
-from models.tables import Invitation  # noqa: E402
+from messages import search_attributes  # noqa: E402
+from messages.payloads import InvitationInput, UserType  # noqa: E402
+from records.db import init_db, make_engine  # noqa: E402
+from records.tables import Invitation  # noqa: E402
 
 ADMIN = "admin@bench.test"
 

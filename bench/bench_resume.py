@@ -38,10 +38,10 @@ from sqlmodel import Session, select  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from models.activity_io import Transfer  # noqa: E402
-from models.db import init_db, make_engine  # noqa: E402
-from models.payloads import Category  # noqa: E402
-from models.tables import TransferState  # noqa: E402
+from messages.activity_io import Transfer  # noqa: E402
+from messages.payloads import Category  # noqa: E402
+from records.db import init_db, make_engine  # noqa: E402
+from records.tables import TransferState  # noqa: E402
 from tests.transfer_harness import ChatTransferWorkflow  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))

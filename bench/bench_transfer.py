@@ -43,9 +43,9 @@ from rich.table import Table  # noqa: E402
 from sqlalchemy import delete, insert, literal, select, text  # noqa: E402
 from sqlmodel import Session, SQLModel  # noqa: E402
 
-from models.db import init_db, make_engine  # noqa: E402
-from models.seed import IndividualSpec, create_individual, create_org  # noqa: E402
-from models.tables import ChatMessage  # noqa: E402
+from demo.seed import IndividualSpec, create_individual, create_org  # noqa: E402
+from records.db import init_db, make_engine  # noqa: E402
+from records.tables import ChatMessage  # noqa: E402
 
 INVITATION = "invitation-bench"
 SEED_CHUNK = 50_000
@@ -126,8 +126,8 @@ async def child(url: str, ids: dict[str, int]) -> dict[str, float]:
     from activities.finalising import FinaliseActivities
     from activities.transfers import TransferActivities
     from config import Settings
-    from models.activity_io import Finalise, ReleaseSource, Transfer
-    from models.payloads import Category
+    from messages.activity_io import Finalise, ReleaseSource, Transfer
+    from messages.payloads import Category
     from worker import size_thread_pool
 
     size_thread_pool(54)

@@ -43,9 +43,9 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from config import Settings, connect_temporal  # noqa: E402
-from models import search_attributes  # noqa: E402
-from models.db import init_db, make_engine  # noqa: E402
-from models.seed import IndividualSpec, create_individual, create_org  # noqa: E402
+from demo.seed import IndividualSpec, create_individual, create_org  # noqa: E402
+from messages import search_attributes  # noqa: E402
+from records.db import init_db, make_engine  # noqa: E402
 
 ADMIN = "admin@bench.test"
 KINDS = ("bare", "project")  # the workers: the bare shape, the production worker

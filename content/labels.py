@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, get_args
 
-from models.payloads import (
+from messages.payloads import (
     BlockingItem,
     Category,
     CategoryProgress,

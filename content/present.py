@@ -11,8 +11,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from content import labels
-from models.money import format_minor
-from models.payloads import RefundQuote, UserType
+from messages.payloads import RefundQuote, UserType
+from rules.money import format_minor
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"  # email/, pages/ (link handler), console/ (admin console)
@@ -24,7 +24,7 @@ def money(amount_minor: int, currency: str) -> str:
 
 
 def refund_formula(quote: RefundQuote) -> str:
-    """"USD 8.99 = floor(1499 × 1555200 ÷ 2592000)": the rule of models.money, with numbers."""
+    """"USD 8.99 = floor(1499 × 1555200 ÷ 2592000)": the rule of rules.money, with numbers."""
     return (f"{format_minor(quote.amount_minor, quote.currency)} = "
             f"floor({quote.price_minor} × {quote.seconds_left} ÷ {quote.period_seconds})")
 

@@ -22,7 +22,7 @@ from rich.table import Table
 from config import Settings
 from domains.tables import ClaimedDomain
 from domains.verification import DomainClaims, txt_record
-from models.db import engine_from, init_db
+from records.db import engine_from, init_db
 
 # The subcommands this module runs (without Temporal).
 LOCAL_COMMANDS = ("add", "verify", "list", "remove")

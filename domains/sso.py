@@ -37,11 +37,11 @@ from domains.names import email_domain
 from domains.tables import SsoLogin
 from invitations.client import InvitationsClient
 from invitations.errors import InvitationError, WorkflowRefused
-from models.claims import lock_account, seats_taken
-from models.db import write_session
-from models.ids import normalise_email
-from models.payloads import AcceptRequest, UserType
-from models.tables import Account, AccountKind, Role, User
+from messages.payloads import AcceptRequest, UserType
+from records.claims import lock_account, seats_taken
+from records.db import write_session
+from records.ids import normalise_email
+from records.tables import Account, AccountKind, Role, User
 
 
 @dataclass

@@ -57,9 +57,8 @@ from invitations.errors import (
     refusal,
 )
 from invitations.validation import check_inviter
-from models import search_attributes as sa
-from models.db import write_session
-from models.domain_sweep import (
+from messages import search_attributes as sa
+from messages.domain_sweep import (
     CancelSweep,
     PauseSweep,
     PersonState,
@@ -70,9 +69,10 @@ from models.domain_sweep import (
     SweepProgress,
     SweepResult,
 )
-from models.ids import normalise_email
-from models.payloads import FINAL_STATUS_VALUES, UserType
-from models.tables import Invitation, User
+from messages.payloads import FINAL_STATUS_VALUES, UserType
+from records.db import write_session
+from records.ids import normalise_email
+from records.tables import Invitation, User
 
 WORKFLOW = "DomainWorkflow"
 QUERY_TIMEOUT = timedelta(seconds=10)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from domains.sweep import SweepsClient
-from models.domain_sweep import SignInAnswer, SweepProgress
+from messages.domain_sweep import SignInAnswer, SweepProgress
 
 Command = Callable[[SweepsClient, argparse.Namespace, Any], Awaitable[int]]
 
@@ -144,7 +144,7 @@ def add_commands(dsub: Any, common: argparse.ArgumentParser) -> None:
 
 def seed_demo(settings: Any, out: Any) -> int:
     from domains.sweep_demo import seed_domain_demo
-    from models.db import engine_from, init_db
+    from records.db import engine_from, init_db
 
     engine = engine_from(settings)
     init_db(engine)

@@ -1,5 +1,5 @@
 """Demo data for domain sweeps (`starter.py domain seed-demo`): the demo organisation Acme
-(models.seed.seed_demo) with a verified claim on acme-people.test, and three people there
+(demo.seed.seed_demo) with a verified claim on acme-people.test, and three people there
 with individual accounts: one on a paid plan, one on a free plan, and one blocked by 1009
 (their account still has another user). Idempotent: a second run finds them."""
 
@@ -12,10 +12,10 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import select
 
+from demo.seed import IndividualSpec, create_individual, seed_demo
 from domains.tables import ClaimedDomain
-from models.db import write_session
-from models.seed import IndividualSpec, create_individual, seed_demo
-from models.tables import User
+from records.db import write_session
+from records.tables import User
 
 DEMO_DOMAIN = "acme-people.test"
 DEMO_PEOPLE = {"paid": f"petra.paid@{DEMO_DOMAIN}", "free": f"felix.free@{DEMO_DOMAIN}",

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from sqlalchemy import UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.types import UTCDateTime
+from records.types import UTCDateTime
 
 
 def utcnow() -> datetime:

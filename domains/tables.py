@@ -19,7 +19,7 @@ from enum import StrEnum
 from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-from models.types import UTCDateTime
+from records.types import UTCDateTime
 
 
 class DomainStatus(StrEnum):

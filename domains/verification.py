@@ -36,7 +36,7 @@ from domains.errors import (
 from domains.names import PUBLIC_MAIL_DOMAINS, DomainNameError, normalise_domain
 from domains.tables import ClaimedDomain, DomainStatus
 from invitations.validation import check_inviter
-from models.db import write_session
+from records.db import write_session
 
 TOKEN_PREFIX = "invites-verification="
 

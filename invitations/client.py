@@ -46,9 +46,7 @@ from invitations.models import (
 )
 from invitations.starting import BulkStart, error_row
 from invitations.validation import Checked, Inviter, check_inviter, validate
-from models.db import as_utc
-from models.links import signed_acceptance_url
-from models.payloads import (
+from messages.payloads import (
     FINAL_STATUS_VALUES,
     AcceptOutcome,
     AcceptRequest,
@@ -61,7 +59,9 @@ from models.payloads import (
     RevokeRequest,
     UserType,
 )
-from models.tables import Account, Invitation, User
+from records.db import as_utc
+from records.tables import Account, Invitation, User
+from rules.links import signed_acceptance_url
 
 OPEN_STATUSES = (InvitationStatus.PENDING, InvitationStatus.BLOCKED,
                  InvitationStatus.AWAITING_REFUND_CHOICE)

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
-from models.payloads import UserType
+from messages.payloads import UserType
 
 
 class InviteRequest(BaseModel):

@@ -17,8 +17,8 @@ from content.labels import (
     user_type_label,
 )
 from invitations.models import Outcome, PendingInvitation, RowResult
-from models.money import format_minor
-from models.payloads import Category, Progress
+from messages.payloads import Category, Progress
+from rules.money import format_minor
 
 OUTCOME_STYLES = {Outcome.STARTED: "green", Outcome.ALREADY_PENDING: "yellow",
                   Outcome.ERROR: "red"}

@@ -25,10 +25,10 @@ from content.labels import user_type_label
 from invitations.errors import InvitationError, StartFailed
 from invitations.models import ErrorInfo, InviteRequest, Outcome, RowResult
 from invitations.validation import Checked, Inviter
-from models import search_attributes as sa
-from models.db import write_session
-from models.payloads import InvitationInput, InvitationStatus
-from models.records import upsert_invitation
+from messages import search_attributes as sa
+from messages.payloads import InvitationInput, InvitationStatus
+from records.changes import upsert_invitation
+from records.db import write_session
 
 WORKFLOW = "InvitationWorkflow"
 _Write = tuple[str, InvitationInput, int, datetime, datetime]

@@ -33,10 +33,10 @@ from invitations.errors import (
     UnknownAccount,
 )
 from invitations.models import InviteRequest
-from models.ids import invitation_id, normalise_email
-from models.payloads import FINAL_STATUS_VALUES, InvitationInput, UserType
-from models.platform import is_admin_of
-from models.tables import Account, AccountKind, Invitation, Role, User
+from messages.payloads import FINAL_STATUS_VALUES, InvitationInput, UserType
+from records.ids import invitation_id, normalise_email
+from records.tables import Account, AccountKind, Invitation, Role, User
+from rules.platform import is_admin_of
 
 _CHUNK = 500  # rows per IN (...) query: far below every database's parameter limit
 

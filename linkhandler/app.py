@@ -38,8 +38,7 @@ from linkhandler.handler import Handler, HandlerDep
 from linkhandler.hardening import BadLinkLimiter, SecurityHeaders
 from linkhandler.invitee import OPEN_STATUSES, Gone, reports_csv
 from linkhandler.pages import Pages
-from models.db import engine_from, init_db
-from models.payloads import (
+from messages.payloads import (
     AcceptOutcome,
     AcceptRequest,
     DeclineRequest,
@@ -49,6 +48,7 @@ from models.payloads import (
     RefundDestination,
 )
 from observability import configure_logging
+from records.db import engine_from, init_db
 
 # Never accepted, so there is nothing to follow: the status page is gone too.
 UNACCEPTED_ENDINGS = {InvitationStatus.EXPIRED, InvitationStatus.REVOKED,

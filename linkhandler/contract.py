@@ -13,7 +13,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict
 
-from models.payloads import BlockingItem, InvitationStatus, RefundQuote
+from messages.payloads import BlockingItem, InvitationStatus, RefundQuote
 
 Outcome = Literal[
     "preview",  # 200 GET /i/{token}: an open invitation, what joining means

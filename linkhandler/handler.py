@@ -32,7 +32,7 @@ from linkhandler.invitee import (
     update_id,
 )
 from linkhandler.pages import Pages
-from models.payloads import AcceptOutcome, AcceptRequest, InvitationResult, InvitationStatus
+from messages.payloads import AcceptOutcome, AcceptRequest, InvitationResult, InvitationStatus
 
 # Rejections that only mean the invitation is past the step the form was for.
 STATE_MOVED_ON = frozenset({"NotAwaitingAcceptance", "NotAwaitingRefundChoice",

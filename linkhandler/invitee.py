@@ -26,9 +26,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from models.db import as_utc
-from models.links import InvalidLink, LinkClaims, verify
-from models.payloads import (
+from messages.payloads import (
     FINAL_STATUS_VALUES,
     Category,
     CategoryCount,
@@ -37,7 +35,10 @@ from models.payloads import (
     Preview,
     Progress,
 )
-from models.platform import (
+from records.db import as_utc
+from records.tables import Invitation, Report
+from rules.links import InvalidLink, LinkClaims, verify
+from rules.platform import (
     blocking_items,
     category_counts,
     find_user,
@@ -45,7 +46,6 @@ from models.platform import (
     reports_left_behind,
     settings_changes,
 )
-from models.tables import Invitation, Report
 
 RPC_TIMEOUT = timedelta(seconds=10)
 # Still open: nothing has moved, the link leads to the preview or the refund choice.
@@ -144,7 +144,7 @@ def final_status_from_record(engine: Engine, invitation_id: str) -> str:
 
 
 def build_preview(engine: Engine, p: Progress, at: datetime) -> Preview:
-    """The shared read rules of models.platform, as they stand at `at`."""
+    """The shared read rules of rules.platform, as they stand at `at`."""
     with Session(engine) as session:
         user = find_user(session, p.email)
         if user is None:

@@ -23,7 +23,7 @@ from linkhandler.invitee import (
     TemporarilyUnavailable,
     new_form,
 )
-from models.payloads import (
+from messages.payloads import (
     AcceptOutcome,
     Category,
     InvitationStatus,

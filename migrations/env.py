@@ -1,7 +1,7 @@
 """Alembic environment: which database, which metadata, how to render new revisions.
 
 The URL is, first found: `alembic -x url=...`, `sqlalchemy.url` set by the caller
-(models.schema.alembic_config), the settings' `database_url` (INVITES_DATABASE_URL).
+(records.schema.alembic_config), the settings' `database_url` (INVITES_DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlmodel import SQLModel
 
-import models.tables  # noqa: F401  (registers every table on SQLModel.metadata)
+import records.tables  # noqa: F401  (registers every table on SQLModel.metadata)
 from config import Settings
-from models.db import make_engine, write_transaction
-from models.types import UTCDateTime
+from records.db import make_engine, write_transaction
+from records.types import UTCDateTime
 
 config = context.config
 if config.config_file_name and config.attributes.get("configure_logger", True):
@@ -57,7 +57,7 @@ def run_migrations_online() -> None:
             context.configure(
                 connection=conn, target_metadata=target_metadata, compare_type=True,
                 render_as_batch=conn.dialect.name == "sqlite", render_item=render_item,
-                transactional_ddl=True,  # our BEGIN covers SQLite's DDL too (models/db.py)
+                transactional_ddl=True,  # our BEGIN covers SQLite's DDL too (records/db.py)
             )
             with context.begin_transaction():
                 context.run_migrations()

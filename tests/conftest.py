@@ -35,8 +35,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from config import Settings
-from models import search_attributes
-from models.db import engine_from, init_db
+from messages import search_attributes
+from records.db import engine_from, init_db
 from tests.postgres import PgCluster, find_bindir
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -7,7 +7,7 @@ server's time zone shows in every PostgreSQL test. PostgreSQL refuses to run as 
 root the cluster belongs to the `postgres` user (Debian's package creates it).
 
 Each test gets its own database, copied from a template that holds the models' schema at
-the head revision (`models.schema.create_schema_at_head`), or an empty one.
+the head revision (`records.schema.create_schema_at_head`), or an empty one.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ class PgCluster:
             conn.execute(sql)  # type: ignore[arg-type]
 
     def make_template(self) -> None:
-        from models.db import make_engine
-        from models.schema import create_schema_at_head
+        from records.db import make_engine
+        from records.schema import create_schema_at_head
 
         self._admin(f"CREATE DATABASE {TEMPLATE}")
         engine = make_engine(self.url(TEMPLATE))

@@ -36,11 +36,11 @@ from admin.app import create_admin_app
 from admin.idempotency import request_hash
 from admin.tokens import create_token
 from config import ROOT, Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from invitations.client import InvitationsClient
-from models.api_tables import ApiToken, IdempotencyRecord
-from models.ids import invitation_id
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Invitation, Role, User
+from records.api_tables import ApiToken, IdempotencyRecord
+from records.ids import invitation_id
+from records.tables import Invitation, Role, User
 from tests.conftest import free_port, new_worker
 from tests.workflow_helpers import eventually
 

@@ -21,13 +21,13 @@ from temporalio.testing import WorkflowEnvironment
 from admin import sessions
 from admin.app import create_admin_app
 from config import Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from invitations.client import InvitationsClient
 from mailcatcher import read_messages
-from models.console_auth import AdminSession, SignInLink
-from models.ids import invitation_id
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Invitation, Role, User
 from observability import RedactFilter
+from records.console_auth import AdminSession, SignInLink
+from records.ids import invitation_id
+from records.tables import Invitation, Role, User
 from tests.conftest import new_worker
 from tests.workflow_helpers import eventually
 
@@ -352,7 +352,7 @@ async def test_add_users_validates_each_field_and_invites_the_valid_rows(
 
 
 def _sent(engine: Engine) -> list[str]:
-    from models.tables import SentEmail
+    from records.tables import SentEmail
 
     with Session(engine) as s:
         return list(s.exec(select(SentEmail.to).where(SentEmail.kind == "invitation")).all())

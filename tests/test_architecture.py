@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlmodel import SQLModel
 
-import models.db  # noqa: F401  (registers every table on SQLModel.metadata, as init_db sees it)
-from models.payloads import FINAL_STATUSES, InvitationStatus
+import records.db  # noqa: F401  (registers every table on SQLModel.metadata, as init_db sees it)
+from messages.payloads import FINAL_STATUSES, InvitationStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "ARCHITECTURE.md"
@@ -93,6 +93,6 @@ def test_every_table_is_in_who_writes_each_table() -> None:
     for row in re.findall(r"^\|([^|\n]+)\|", body, flags=re.M):
         named |= set(re.findall(r"`([a-z_]+)`", row))
     tables = metadata_tables()
-    assert tables, "no table registered: models.db should import them"
+    assert tables, "no table registered: records.db should import them"
     assert not tables - named, f"tables nobody documents: {sorted(tables - named)}"
     assert not named - tables, f"documented tables the ORM does not have: {sorted(named - tables)}"

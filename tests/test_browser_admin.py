@@ -20,11 +20,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from admin.sessions import SIGNIN_MAIL_KIND
 from config import Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from invitations.client import InvitationsClient
 from mailcatcher import read_messages
-from models.ids import invitation_id
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import SentEmail
+from records.ids import invitation_id
+from records.tables import SentEmail
 from tests.browsing import chromium, uvicorn_app
 from tests.conftest import ARTIFACTS, free_port, new_worker
 from tests.workflow_helpers import eventually

@@ -21,11 +21,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
 from content.labels import BASIC_LIMITS
+from demo.seed import IndividualSpec, create_individual, create_org
 from mailcatcher import read_messages
-from models.ids import invitation_id
-from models.payloads import InvitationInput, UserType
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Room, User
+from messages.payloads import InvitationInput, UserType
+from records.ids import invitation_id
+from records.tables import Room, User
 from tests.browsing import chromium, uvicorn_app
 from tests.conftest import ARTIFACTS, free_port, new_worker
 

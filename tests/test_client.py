@@ -27,15 +27,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from invitations import InvitationsClient, InviteRequest, Outcome
 from invitations import errors as E
 from invitations.csvimport import read_invite_csv
 from invitations.emails import email_problem
-from models import search_attributes as sa
-from models.activity_io import Transfer, Transferred
-from models.db import as_utc
-from models.ids import invitation_id
-from models.payloads import (
+from messages import search_attributes as sa
+from messages.activity_io import Transfer, Transferred
+from messages.payloads import (
     EmailKind,
     InvitationInput,
     InvitationResult,
@@ -44,9 +43,10 @@ from models.payloads import (
     RefundDestination,
     UserType,
 )
-from models.records import upsert_invitation
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import AuditEvent, Invitation, SentEmail, User
+from records.changes import upsert_invitation
+from records.db import as_utc
+from records.ids import invitation_id
+from records.tables import AuditEvent, Invitation, SentEmail, User
 from tests.conftest import new_worker
 
 # --------------------------------------------------------------------------- helpers

@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from config import Settings, connect_temporal, data_converter, secrets_to_mask
 from invitations import InvitationsClient
 from linkhandler.app import create_app
-from models.payloads import AcceptRequest, DeclineRequest, InvitationResult, InvitationStatus
+from messages.payloads import AcceptRequest, DeclineRequest, InvitationResult, InvitationStatus
 from observability import RedactFilter
 from payload_codec import ENCODING, KEY_ID, EncryptionCodec, PayloadKeyError, new_key_spec
 from tests.conftest import new_worker

@@ -21,8 +21,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from config import ROOT, Settings, data_converter
 from invitations import InvitationsClient
-from models import search_attributes
-from models.payloads import AcceptRequest
+from messages import search_attributes
+from messages.payloads import AcceptRequest
 from payload_codec import new_key_spec
 from tests.browsing import chromium
 from tests.conftest import ARTIFACTS, _binary, free_port, new_worker

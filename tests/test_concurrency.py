@@ -17,18 +17,18 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from invitations.client import InvitationsClient
 from invitations.errors import InvitationError
 from invitations.models import InviteRequest
-from models.db import write_session
-from models.payloads import (
+from messages.payloads import (
     AcceptRequest,
     InvitationStatus,
     RefundChoice,
     RefundDestination,
 )
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Account, ChatMessage, JoinClaim, RefundLedger, Subscription, User
+from records.db import write_session
+from records.tables import Account, ChatMessage, JoinClaim, RefundLedger, Subscription, User
 from tests.concurrency_helpers import wait_for_pollers, worker_processes
 from tests.workflow_helpers import eventually, mails, save_history
 

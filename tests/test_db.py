@@ -1,4 +1,4 @@
-"""models/db.py and models/types.py on SQLite and PostgreSQL: write transactions that
+"""records/db.py and records/types.py on SQLite and PostgreSQL: write transactions that
 serialise read-then-write, readers that never block writers, timestamps that keep their
 instant whatever the server's time zone, and row counts that survive the driver.
 
@@ -33,11 +33,11 @@ from sqlalchemy.exc import OperationalError, StatementError
 from sqlmodel import Session, SQLModel, col
 
 from config import Settings
-from models.db import make_engine, write_session, write_transaction
-from models.platform import refund_quote
-from models.seed import IndividualSpec, create_individual
-from models.tables import AuditEvent, Subscription
-from models.types import NaiveDatetimeError, UTCDateTime
+from demo.seed import IndividualSpec, create_individual
+from records.db import make_engine, write_session, write_transaction
+from records.tables import AuditEvent, Subscription
+from records.types import NaiveDatetimeError, UTCDateTime
+from rules.platform import refund_quote
 from tests.postgres import SERVER_TIMEZONE, PgCluster
 
 ROUNDS = 200
@@ -222,7 +222,7 @@ def test_every_datetime_column_is_utc_aware() -> None:
     naive = [f"{table.name}.{column.name}" for table in SQLModel.metadata.tables.values()
              for column in table.columns
              if isinstance(column.type, DateTime) and not isinstance(column.type, UTCDateTime)]
-    assert naive == [], "use Field(sa_type=UTCDateTime) (models/types.py)"
+    assert naive == [], "use Field(sa_type=UTCDateTime) (records/types.py)"
     assert any(isinstance(c.type, UTCDateTime)
                for t in SQLModel.metadata.tables.values() for c in t.columns)
 

@@ -23,8 +23,8 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from config import ROOT
-from models.db import make_engine
-from models.schema import current_revisions, head_revision
+from records.db import make_engine
+from records.schema import current_revisions, head_revision
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.devstack, pytest.mark.timeout(200)]

@@ -24,6 +24,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.domain_sweep import DomainSweepActivities, grace
 from config import Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from domains.sweep import SweepsClient, sweep_id
 from domains.sweep_tables import DomainSweepPerson
 from domains.tables import ClaimedDomain
@@ -38,9 +39,8 @@ from invitations.errors import (
     SweepAlreadyRunning,
     WorkflowRefused,
 )
-from models import search_attributes as sa
-from models.db import write_session
-from models.domain_sweep import (
+from messages import search_attributes as sa
+from messages.domain_sweep import (
     FindPeople,
     PeoplePage,
     RecordSignIn,
@@ -51,10 +51,10 @@ from models.domain_sweep import (
     SweepStatus,
     Tally,
 )
-from models.ids import invitation_id
-from models.payloads import AcceptRequest, InvitationStatus, RefundDestination
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import AuditEvent, Invitation, JoinClaim, SentEmail, User
+from messages.payloads import AcceptRequest, InvitationStatus, RefundDestination
+from records.db import write_session
+from records.ids import invitation_id
+from records.tables import AuditEvent, Invitation, JoinClaim, SentEmail, User
 from tests.conftest import new_worker
 from tests.workflow_helpers import (
     ADMIN,

@@ -30,19 +30,19 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from config import Settings
+from demo.seed import IndividualSpec
 from domains.sweep import SweepsClient
 from domains.sweep_tables import DomainSweepPerson
 from invitations import InvitationsClient
-from models import search_attributes
-from models.domain_sweep import FindPeople, PeoplePage, SweepProgress, SweepResult, SweepStatus
-from models.payloads import (
+from messages import search_attributes
+from messages.domain_sweep import FindPeople, PeoplePage, SweepProgress, SweepResult, SweepStatus
+from messages.payloads import (
     AcceptRequest,
     InvitationResult,
     InvitationStatus,
     RefundDestination,
 )
-from models.seed import IndividualSpec
-from models.tables import Invitation, SentEmail, User
+from records.tables import Invitation, SentEmail, User
 from tests.conftest import _binary, free_port, new_worker
 from tests.test_domain_sweep import (
     DomainWorld,

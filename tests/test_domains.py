@@ -30,6 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from config import ROOT, Settings
+from demo.seed import create_org
 from domains.claims import verified_domain
 from domains.errors import (
     DnsUnavailable,
@@ -45,8 +46,7 @@ from domains.schedule import ensure_domain_check_schedule
 from domains.tables import ClaimedDomain, DomainStatus
 from domains.verification import TOKEN_PREFIX, DomainClaims
 from invitations.errors import NotAnAdmin
-from models.seed import create_org
-from models.tables import Role, User
+from records.tables import Role, User
 from tests.conftest import new_worker
 from tests.dns_server import Zone, dns_server
 from tests.workflow_helpers import eventually

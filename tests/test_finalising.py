@@ -18,7 +18,7 @@ from activities.finalising import FinaliseActivities
 from activities.platform import PlatformActivities
 from activities.transfers import TransferActivities
 from config import Settings
-from models.activity_io import (
+from messages.activity_io import (
     ERR_CHECKSUM_MISMATCH,
     ERR_NOT_FINALISED,
     ERR_TRANSFER_LIVE,
@@ -28,9 +28,8 @@ from models.activity_io import (
     ReleaseSource,
     UndoTransfer,
 )
-from models.payloads import Category
-from models.platform import CATEGORY_TABLES, category_counts
-from models.tables import (
+from messages.payloads import Category
+from records.tables import (
     Account,
     AuditEvent,
     ChatMessage,
@@ -39,6 +38,7 @@ from models.tables import (
     TransferState,
     User,
 )
+from rules.platform import CATEGORY_TABLES, category_counts
 from tests.test_platform_activities import INVITATION, claim, link, make_world, rows
 from tests.test_transfers import World, commits, run_all, transfer
 

@@ -18,10 +18,10 @@ from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from config import ROOT, Settings
+from demo.seed import IndividualSpec, create_individual
 from linkhandler.app import create_app
 from linkhandler.hardening import BadLinkLimiter
-from models.payloads import RevokeRequest
-from models.seed import IndividualSpec, create_individual
+from messages.payloads import RevokeRequest
 from tests.conftest import free_port, new_worker
 from tests.test_linkhandler import JSON, PAULA, addr, form_in, invite, seed, until
 from tests.test_security import clean_env

@@ -23,9 +23,7 @@ from linkhandler.contract import OUTCOMES, LinkAnswer
 from linkhandler.hardening import BadLinkLimiter, SecurityHeaders
 from linkhandler.invitee import Gone, Invitee
 from linkhandler.pages import Pages
-from models.ids import invitation_id
-from models.links import LinkClaims, sign
-from models.payloads import (
+from messages.payloads import (
     ALREADY_JOINING_ANOTHER_ACCOUNT,
     AcceptOutcome,
     InvitationInput,
@@ -35,6 +33,8 @@ from models.payloads import (
     RevokeRequest,
     UserType,
 )
+from records.ids import invitation_id
+from rules.links import LinkClaims, sign
 from tests.conftest import new_worker
 from tests.test_linkhandler import JSON, PAULA, addr, invite, live_token, seed, until
 from tests.test_security import next_second

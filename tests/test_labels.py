@@ -15,7 +15,7 @@ import pytest
 
 from content import labels
 from content.present import make_environment
-from models.payloads import (
+from messages.payloads import (
     BlockingItem,
     Category,
     CategoryProgress,

@@ -23,13 +23,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
 from content.labels import BASIC_LIMITS
+from demo.seed import IndividualSpec, create_individual, create_org
 from linkhandler.app import create_app
-from models.activity_io import AcceptanceCheck, AcceptanceFacts, Transfer, Transferred
-from models.ids import invitation_id
-from models.links import sign
-from models.payloads import InvitationInput, RevokeRequest, UserType
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import AuditEvent, Room
+from messages.activity_io import AcceptanceCheck, AcceptanceFacts, Transfer, Transferred
+from messages.payloads import InvitationInput, RevokeRequest, UserType
+from records.ids import invitation_id
+from records.tables import AuditEvent, Room
+from rules.links import sign
 from tests.conftest import new_worker
 from worker import build_activities
 
@@ -282,7 +282,7 @@ async def test_1009_names_each_block_and_try_again_accepts_once_fixed(
     with Session(engine) as s:  # the invitee fixes it: the other user leaves, the room goes
         for room in s.exec(select(Room)).all():
             s.delete(room)
-        from models.tables import User
+        from records.tables import User
         olga = s.exec(select(User).where(User.email == "olga@example.com")).one()
         olga.account_id = org
         s.add(olga)

@@ -17,8 +17,7 @@ from activities.mail import EmailRenderer, MailActivities
 from config import Settings
 from content.labels import BASIC_LIMITS
 from mailcatcher import read_messages
-from models.links import verify
-from models.payloads import (
+from messages.payloads import (
     BlockingItem,
     Category,
     CategoryProgress,
@@ -31,7 +30,8 @@ from models.payloads import (
     SettingChange,
     UserType,
 )
-from models.tables import SentEmail
+from records.tables import SentEmail
+from rules.links import verify
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 LINK_RE = re.compile(r"http://127\.0\.0\.1:8000/i/([A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+)")

@@ -9,7 +9,7 @@ import pytest
 
 from activities.mail import EmailRenderer
 from config import Settings
-from models.payloads import (
+from messages.payloads import (
     Category,
     CategoryProgress,
     EmailKind,

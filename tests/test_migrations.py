@@ -1,7 +1,7 @@
 """Alembic's migrations (migrations/) produce exactly the models' schema, on a fresh SQLite
 file and a fresh PostgreSQL database, and go back down to nothing.
 
-When a table or column is added to models/tables.py without a revision, the first test
+When a table or column is added to records/tables.py without a revision, the first test
 fails and names the difference: add one with
 `alembic -x url=sqlite:////tmp/new.db revision --autogenerate -m "what changed"` after
 `alembic -x url=sqlite:////tmp/new.db upgrade head`, and review it.
@@ -23,8 +23,8 @@ from sqlalchemy import Engine, inspect
 from sqlmodel import SQLModel
 
 from config import ROOT
-from models.db import init_db, make_engine
-from models.schema import (
+from records.db import init_db, make_engine
+from records.schema import (
     BASELINE,
     SchemaNotReady,
     alembic_config,

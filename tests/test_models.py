@@ -11,11 +11,11 @@ from sqlalchemy import Engine, update
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlmodel import Session, select
 
-from models import links
-from models.money import format_minor, prorated_refund_minor
-from models.payloads import InvitationInput
-from models.seed import create_org
-from models.tables import Account, AccountKind, RefundLedger, Subscription, User
+from demo.seed import create_org
+from messages.payloads import InvitationInput
+from records.tables import Account, AccountKind, RefundLedger, Subscription, User
+from rules import links
+from rules.money import format_minor, prorated_refund_minor
 
 
 @pytest.mark.parametrize("spelling", ["owner@acme.test", "Owner@ACME.test"])

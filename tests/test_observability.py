@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models.links import acceptance_url, sign
 from observability import JsonFormatter, RedactFilter, TextFormatter, configure_logging
+from rules.links import acceptance_url, sign
 
 
 @pytest.fixture

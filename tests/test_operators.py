@@ -24,16 +24,16 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from invitations import InvitationsClient
-from models.ids import invitation_id
-from models.payloads import (
+from messages.payloads import (
     AcceptRequest,
     InvitationStatus,
     RefundChoice,
     RefundDestination,
     UserType,
 )
-from models.seed import IndividualSpec, create_individual, create_org
+from records.ids import invitation_id
 from tests.conftest import ARTIFACTS, free_port, new_worker
 from workflows.invitation import InvitationWorkflow
 

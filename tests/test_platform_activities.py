@@ -15,7 +15,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.platform import PlatformActivities
 from config import Settings
-from models.activity_io import (
+from demo.seed import IndividualSpec, create_individual, create_org
+from messages.activity_io import (
     ERR_CLAIM_LOST,
     ERR_SEATS_EXHAUSTED,
     AcceptanceCheck,
@@ -25,16 +26,14 @@ from models.activity_io import (
     ReverseRefund,
     StatusChange,
 )
-from models.ids import invitation_id
-from models.money import prorated_refund_minor
-from models.payloads import (
+from messages.payloads import (
     InvitationInput,
     InvitationStatus,
     RefundDestination,
     UserType,
 )
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import (
+from records.ids import invitation_id
+from records.tables import (
     Account,
     AuditEvent,
     Invitation,
@@ -44,6 +43,7 @@ from models.tables import (
     Subscription,
     User,
 )
+from rules.money import prorated_refund_minor
 from tests.test_transfers import World
 
 EMAIL = "paula@example.com"

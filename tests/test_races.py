@@ -16,17 +16,17 @@ from sqlmodel import Session, select
 
 from activities.platform import PlatformActivities
 from config import Settings
-from models.activity_io import (
+from demo.seed import IndividualSpec, create_individual, create_org
+from messages.activity_io import (
     AcceptanceCheck,
     LinkMember,
     PayRefund,
     RegisterInvitation,
     StatusChange,
 )
-from models.ids import invitation_id
-from models.payloads import InvitationInput, InvitationStatus, RefundDestination, UserType
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Account, JoinClaim, RefundLedger, Subscription, User
+from messages.payloads import InvitationInput, InvitationStatus, RefundDestination, UserType
+from records.ids import invitation_id
+from records.tables import Account, JoinClaim, RefundLedger, Subscription, User
 from tests.concurrency_helpers import at_once, exceptions
 
 ROUNDS = 100
@@ -210,9 +210,9 @@ def test_an_invitation_ending_while_its_acceptance_is_checked_keeps_no_claim(
 def test_an_audit_event_is_written_once_however_many_attempts_overlap(engine: Engine) -> None:
     """Attempts of one step at the same time (a local activity timed out while still
     running, then retried) write its event once: exactly one reports it written."""
-    from models.db import write_transaction
-    from models.records import insert_event_once
-    from models.tables import AuditEvent
+    from records.changes import insert_event_once
+    from records.db import write_transaction
+    from records.tables import AuditEvent
 
     def attempt(n: int) -> bool:
         with write_transaction(engine) as conn:

@@ -21,7 +21,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from models.payloads import InvitationInput, InvitationResult
+from messages.payloads import InvitationInput, InvitationResult
 from workflows.invitation import InvitationWorkflow
 
 ROOT = Path(__file__).resolve().parent / "histories"

@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from models.domain_sweep import SweepInput, SweepResult
+from messages.domain_sweep import SweepInput, SweepResult
 from workflows.domain import DomainWorkflow
 from workflows.invitation import InvitationWorkflow
 

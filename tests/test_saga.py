@@ -20,8 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
 from mailcatcher import MaildirHandler, read_messages
-from models.activity_io import Finalise, Finalised, UndoneTransfer, UndoTransfer
-from models.payloads import (
+from messages.activity_io import Finalise, Finalised, UndoneTransfer, UndoTransfer
+from messages.payloads import (
     AcceptRequest,
     Category,
     DeclineRequest,

@@ -26,8 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
 from mailcatcher import read_messages, start_catcher
-from models.payloads import AcceptRequest, InvitationStatus, RefundDestination
-from models.tables import JoinClaim
+from messages.payloads import AcceptRequest, InvitationStatus, RefundDestination
+from records.tables import JoinClaim
 from tests.concurrency_helpers import ROOT, wait_for_pollers, worker_env
 from tests.conftest import new_worker
 from tests.workflow_helpers import (
@@ -144,7 +144,7 @@ FAULT_WORKER = """
 import asyncio, sys, pathlib
 from temporalio import activity
 import worker
-from models.db import engine_from
+from records.db import engine_from
 from config import get_settings
 from tests.workflow_helpers import activities_with, real_activity
 from tests.test_saga_dev import typed_like

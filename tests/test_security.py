@@ -34,9 +34,7 @@ from config import (
 from invitations import InvitationsClient
 from linkhandler.app import create_app
 from linkhandler.invitee import Gone, check_live
-from models.ids import invitation_id
-from models.links import LinkClaims, sign
-from models.payloads import (
+from messages.payloads import (
     AcceptOutcome,
     AcceptRequest,
     InvitationStatus,
@@ -45,6 +43,8 @@ from models.payloads import (
     RevokeRequest,
     UserType,
 )
+from records.ids import invitation_id
+from rules.links import LinkClaims, sign
 from tests.conftest import free_port, new_worker
 from tests.test_linkhandler import JSON, addr, form_in, invite, live_token, seed
 

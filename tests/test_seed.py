@@ -6,9 +6,9 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, SQLModel, select
 
 from config import Settings
-from models.platform import blocking_items, category_counts, find_user, refund_quote
-from models.seed import DEMO_INVITEES, seed_demo
-from models.tables import Account, AccountSetting, Recording, Report
+from demo.seed import DEMO_INVITEES, seed_demo
+from records.tables import Account, AccountSetting, Recording, Report
+from rules.platform import blocking_items, category_counts, find_user, refund_quote
 
 
 def _row_counts(engine: Engine) -> dict[str, int]:

@@ -34,12 +34,12 @@ from sqlmodel import Session, select
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from demo.seed import IndividualSpec, create_individual, create_org
 from domains.idtoken import IdTokenVerifier, SsoRefused
 from domains.verification import DomainClaims
 from linkhandler.app import create_app
-from models.ids import invitation_id
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Invitation, Role, User
+from records.ids import invitation_id
+from records.tables import Invitation, Role, User
 from tests.conftest import free_port, new_worker
 from tests.dns_server import Zone, dns_server
 from tests.workflow_helpers import eventually

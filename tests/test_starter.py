@@ -20,10 +20,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from config import ROOT, Settings
 from invitations import InvitationsClient
-from models import search_attributes as sa
-from models.ids import invitation_id
-from models.links import verify
-from models.tables import Invitation
+from messages import search_attributes as sa
+from records.ids import invitation_id
+from records.tables import Invitation
+from rules.links import verify
 from tests.conftest import free_port, new_worker
 from tests.test_client import (
     World,

@@ -24,13 +24,13 @@ import activities.transfers as transfers_module
 from activities.fencing import Cursor
 from activities.transfers import TransferActivities
 from config import Settings
-from models.activity_io import (
+from messages.activity_io import (
     ERR_TRANSFER_SUPERSEDED,
     ERR_TRANSFER_UNDONE,
     UndoTransfer,
 )
-from models.payloads import Category
-from models.tables import ChatMessage, Recording
+from messages.payloads import Category
+from records.tables import ChatMessage, Recording
 from tests.test_transfers import INVITATION, count, make_world, state, transfer
 
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)

@@ -21,8 +21,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.transfers import TransferActivities
 from config import Settings
-from models.payloads import Category
-from models.tables import ChatMessage, TransferState
+from messages.payloads import Category
+from records.tables import ChatMessage, TransferState
 from tests.test_transfers import INVITATION, count, make_world, state, transfer
 from tests.transfer_harness import ChatTransferWorkflow, make_worker
 from tests.workflow_helpers import duplicated_sources, eventually

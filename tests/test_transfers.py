@@ -20,17 +20,17 @@ from temporalio.testing import ActivityEnvironment
 from activities.fencing import BatchSizer
 from activities.transfers import TransferActivities
 from config import Settings
-from models.activity_io import (
+from demo.seed import IndividualSpec, create_individual, create_org
+from messages.activity_io import (
     ERR_CHECKSUM_MISMATCH,
     ERR_SOURCE_CHANGED,
     Transfer,
     Transferred,
     UndoTransfer,
 )
-from models.payloads import Category
-from models.platform import CATEGORY_TABLES
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import Account, ChatMessage, Meeting, Recording, TransferState, UserSetting
+from messages.payloads import Category
+from records.tables import Account, ChatMessage, Meeting, Recording, TransferState, UserSetting
+from rules.platform import CATEGORY_TABLES
 
 INVITATION = "invitation-1-paula@example.com"
 

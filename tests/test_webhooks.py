@@ -25,13 +25,13 @@ from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
+from demo.seed import create_org
 from invitations.errors import InvitationError, NotAnAdmin, UnknownAccount
-from models.activity_io import AuditNote, StatusChange
-from models.db import write_transaction
-from models.payloads import AcceptRequest, InvitationStatus
-from models.platform import is_admin_of
-from models.records import record_change, upsert_invitation
-from models.seed import create_org
+from messages.activity_io import AuditNote, StatusChange
+from messages.payloads import AcceptRequest, InvitationStatus
+from records.changes import record_change, upsert_invitation
+from records.db import write_transaction
+from rules.platform import is_admin_of
 from tests.conftest import free_port, new_worker
 from tests.workflow_helpers import (
     ADMIN,

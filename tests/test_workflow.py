@@ -18,8 +18,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from models.money import FORMULA, format_minor
-from models.payloads import (
+from messages.payloads import (
     AcceptRequest,
     Category,
     DeclineRequest,
@@ -29,7 +28,8 @@ from models.payloads import (
     ResendRequest,
     RevokeRequest,
 )
-from models.tables import Room, User
+from records.tables import Room, User
+from rules.money import FORMULA, format_minor
 from tests.conftest import new_worker
 from tests.workflow_helpers import (
     ADMIN,

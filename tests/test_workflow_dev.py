@@ -23,15 +23,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.transfers import TransferActivities
 from config import Settings
-from models.activity_io import Transfer, Transferred
-from models.payloads import (
+from messages.activity_io import Transfer, Transferred
+from messages.payloads import (
     AcceptRequest,
     Category,
     InvitationStatus,
     RefundChoice,
     RefundDestination,
 )
-from models.tables import ChatMessage
+from records.tables import ChatMessage
 from tests.conftest import new_worker
 from tests.workflow_helpers import (
     activities_with,

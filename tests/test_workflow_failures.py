@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
-from models.activity_io import Transferred
-from models.payloads import AcceptRequest, Category, InvitationStatus, RefundDestination
-from models.tables import Role
+from messages.activity_io import Transferred
+from messages.payloads import AcceptRequest, Category, InvitationStatus, RefundDestination
+from records.tables import Role
 from tests.conftest import new_worker
 from tests.workflow_helpers import (
     account,

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.exceptions import ActivityError, ApplicationError, RetryState
 
-from models.payloads import (
+from messages.payloads import (
     BlockingItem,
     Category,
     CategoryProgress,

@@ -18,7 +18,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from models.activity_io import Transfer, Transferred
+    from messages.activity_io import Transfer, Transferred
 
 # What the invitation workflow uses for a transfer, with the shortest heartbeat timeout it
 # would use: a dead worker is noticed within HEARTBEAT_TIMEOUT.
@@ -53,7 +53,7 @@ async def _worker(address: str, task_queue: str, db_url: str, recordings: str) -
     from temporalio.contrib.pydantic import pydantic_data_converter
 
     from config import Settings
-    from models.db import make_engine
+    from records.db import make_engine
 
     settings = Settings(database_url=db_url, recordings_dir=Path(recordings),
                         task_queue=task_queue, metrics_port=None)
@@ -68,7 +68,7 @@ async def _activity(db_url: str, recordings: str, transfer_json: str) -> None:
 
     from activities.transfers import TransferActivities
     from config import Settings
-    from models.db import make_engine
+    from records.db import make_engine
 
     settings = Settings(database_url=db_url, recordings_dir=Path(recordings), metrics_port=None)
     acts = TransferActivities(settings, make_engine(db_url))

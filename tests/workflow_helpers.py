@@ -22,13 +22,12 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
 
 from config import Settings
-from models import search_attributes as sa
-from models.activity_io import Transfer, Transferred
-from models.ids import invitation_id
-from models.payloads import Category, InvitationInput, InvitationResult, Progress, UserType
-from models.platform import CATEGORY_TABLES
-from models.seed import IndividualSpec, create_individual, create_org
-from models.tables import (
+from demo.seed import IndividualSpec, create_individual, create_org
+from messages import search_attributes as sa
+from messages.activity_io import Transfer, Transferred
+from messages.payloads import Category, InvitationInput, InvitationResult, Progress, UserType
+from records.ids import invitation_id
+from records.tables import (
     Account,
     AuditEvent,
     Invitation,
@@ -38,6 +37,7 @@ from models.tables import (
     Subscription,
     User,
 )
+from rules.platform import CATEGORY_TABLES
 from worker import build_activities
 from workflows.invitation import InvitationWorkflow
 

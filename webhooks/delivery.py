@@ -20,7 +20,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from config import Settings
-from models.db import write_transaction
+from records.db import write_transaction
 from webhooks import signing
 from webhooks.errors import InvalidWebhookUrl
 from webhooks.payloads import (

@@ -12,8 +12,8 @@ from sqlmodel import Session
 
 from config import Settings
 from invitations.validation import check_account_admin
-from models.db import insert_for, write_transaction
-from models.ids import normalise_email
+from records.db import insert_for, write_transaction
+from records.ids import normalise_email
 from webhooks import signing
 from webhooks.errors import (
     DuplicateWebhook,

@@ -12,7 +12,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from models.db import as_utc
+from records.db import as_utc
 
 # The names endpoints subscribe to (`--events`); the payload's `type` is "invitation.<name>".
 EVENT_TYPES: tuple[str, ...] = (
@@ -21,7 +21,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "needs_attention", "cancelled", "joined_elsewhere",
 )
 
-# Audit event kind (models.records, activities) -> lifecycle event. Kinds not listed
+# Audit event kind (records.changes, activities) -> lifecycle event. Kinds not listed
 # ("resent", "join_refused", "linked", "refund", ...) are bookkeeping, not events.
 KIND_TO_EVENT: dict[str, str] = {
     "invited": "created",

@@ -1,5 +1,5 @@
 """The transactional outbox: an event's delivery rows are written by the transaction that
-records it (models.records.record_change; `enqueue_event` for single audit events such as
+records it (records.changes.record_change; `enqueue_event` for single audit events such as
 "invited"), so an event is delivered if and only if it was recorded.
 
 On the hot path: one indexed lookup of the account's endpoints per recorded change, and
@@ -15,8 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, select
 
-from models.db import as_utc, insert_for, prepared
-from models.tables import Invitation
+from records.db import as_utc, insert_for, prepared
+from records.tables import Invitation
 from webhooks.events import event_body, event_for, event_id
 from webhooks.tables import WebhookDelivery, WebhookEndpoint
 

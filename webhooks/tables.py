@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.types import UTCDateTime
+from records.types import UTCDateTime
 
 
 class DeliveryState:

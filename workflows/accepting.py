@@ -14,8 +14,8 @@ from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
-    from models.activity_io import AcceptanceCheck, AcceptanceFacts, ClaimRefusal
-    from models.payloads import (
+    from messages.activity_io import AcceptanceCheck, AcceptanceFacts, ClaimRefusal
+    from messages.payloads import (
         AcceptOutcome,
         AcceptRequest,
         Category,
@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         RefundDestination,
     )
-    from models.platform import ERROR_1009
+    from rules.platform import ERROR_1009
 
 from workflows import options
 from workflows.details import blocked_message, describe_failure, refund_message

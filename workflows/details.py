@@ -10,8 +10,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 with workflow.unsafe.imports_passed_through():
     from content.labels import CATEGORY_LABELS as CATEGORY_LABELS
     from content.labels import blocking_kind_label, category_label, destination_label
-    from models.money import format_minor
-    from models.payloads import BlockingItem, Progress, RefundDestination, RefundQuote
+    from messages.payloads import BlockingItem, Progress, RefundDestination, RefundQuote
+    from rules.money import format_minor
 
 
 def blocked_message(account_name: str, items: list[BlockingItem]) -> str:

@@ -26,7 +26,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 with workflow.unsafe.imports_passed_through():
     from activities.domain_sweep import DomainSweepActivities
     from invitations.starting import summary
-    from models.domain_sweep import (
+    from messages.domain_sweep import (
         CancelSweep,
         CheckSweep,
         FindPeople,
@@ -43,11 +43,11 @@ with workflow.unsafe.imports_passed_through():
         Tallied,
         Tally,
     )
-    from models.ids import invitation_id
-    from models.payloads import InvitationInput, InvitationStatus
+    from messages.payloads import InvitationInput, InvitationStatus
+    from records.ids import invitation_id
     from workflows.invitation import InvitationWorkflow
 
-from models import search_attributes as sa
+from messages import search_attributes as sa
 from workflows.domain_messages import SLOW_STEP, ST, STEP, DomainMessages
 
 NOTIFY_BATCH = 50  # notices per activity (one SMTP session)

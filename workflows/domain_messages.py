@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.domain_sweep import DomainSweepActivities
     from domains.names import email_domain
-    from models.domain_sweep import (
+    from messages.domain_sweep import (
         CancelSweep,
         PauseSweep,
         RecordSignIn,

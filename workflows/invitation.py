@@ -30,12 +30,12 @@ from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
-    from models.activity_io import (
+    from messages.activity_io import (
         AcceptanceFacts,
         AuditNote,
         RegisterInvitation,
     )
-    from models.payloads import (
+    from messages.payloads import (
         AcceptOutcome,
         AcceptRequest,
         Category,
@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.v1.invitation import InvitationWorkflowV1
 
-from models import search_attributes as sa
+from messages import search_attributes as sa
 from workflows import options
 from workflows.accepting import OPEN, WAITING_STEP, _check_link, _rejected
 from workflows.details import describe_failure

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.finalising import FinaliseActivities
     from activities.platform import PlatformActivities
     from activities.transfers import TransferActivities
-    from models.activity_io import (
+    from messages.activity_io import (
         AuditNote,
         Finalise,
         LinkMember,
@@ -34,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         UndoTransfer,
         UnlinkInvitation,
     )
-    from models.payloads import Category, EmailKind, InvitationStatus, RefundDestination
+    from messages.payloads import Category, EmailKind, InvitationStatus, RefundDestination
 
 from workflows import options
 from workflows.details import CATEGORY_LABELS, describe_failure

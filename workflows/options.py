@@ -2,7 +2,7 @@
 
 Transient faults (a dropped connection, a locked database, a worker restart) are retried
 with capped exponential backoff. Business failures arrive as non-retryable
-ApplicationErrors (models.activity_io.ERR_*) and are never retried: the saga compensates.
+ApplicationErrors (messages.activity_io.ERR_*) and are never retried: the saga compensates.
 
 Recovery after a worker dies: bookkeeping, the acceptance check, the link, the refund and
 the quick first tries of transfers, finalise, release and mail are local activities, run

@@ -22,9 +22,9 @@ from temporalio.exceptions import CancelledError as TemporalCancelledError
 with workflow.unsafe.imports_passed_through():
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
-    from models import search_attributes as sa
-    from models.activity_io import AcceptanceFacts, AuditNote, StatusChange
-    from models.payloads import (
+    from messages import search_attributes as sa
+    from messages.activity_io import AcceptanceFacts, AuditNote, StatusChange
+    from messages.payloads import (
         EmailBatch,
         EmailKind,
         EmailRequest,

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from models.payloads import Carried, EmailKind, InvitationInput, InvitationStatus
+    from messages.payloads import Carried, EmailKind, InvitationInput, InvitationStatus
 
 from workflows.accepting import DECIDED, OPEN, Accepting
 from workflows.schedule import Due, wake_ups

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import sqlmodel.sql.sqltypes
 from alembic import op
 
-from models.types import UTCDateTime
+from records.types import UTCDateTime
 
 revision: str = '0003'
 down_revision: str | None = '0002'

@@ -1,6 +1,6 @@
 """audit events once: a unique index on (invitation_id, kind, at)
 
-`models.records.insert_event_once` keys an invitation's audit events by (invitation,
+`records.changes.insert_event_once` keys an invitation's audit events by (invitation,
 kind, time): the workflow's clock gives a retried activity the same key. The index makes
 "once" hold on PostgreSQL too, where two overlapping attempts could both insert after
 both found no row; duplicates written before it are removed first (the oldest is kept).

@@ -20,9 +20,9 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.mail import MailActivities
     from activities.platform import PlatformActivities
-    from models import search_attributes as sa
-    from models.activity_io import AcceptanceFacts, StatusChange
-    from models.payloads import (
+    from messages import search_attributes as sa
+    from messages.activity_io import AcceptanceFacts, StatusChange
+    from messages.payloads import (
         EmailKind,
         EmailRequest,
         InvitationInput,

@@ -9,8 +9,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from models.money import format_minor
-    from models.payloads import BlockingItem, Progress, RefundQuote
+    from messages.payloads import BlockingItem, Progress, RefundQuote
+    from rules.money import format_minor
 
 CATEGORY_LABELS = {
     "profile": "Profile", "meetings": "Meetings and webinars", "recordings": "Cloud recordings",

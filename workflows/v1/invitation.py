@@ -29,14 +29,14 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.platform import PlatformActivities
-    from models import search_attributes as sa
-    from models.activity_io import (
+    from messages import search_attributes as sa
+    from messages.activity_io import (
         AcceptanceCheck,
         AcceptanceFacts,
         Membership,
         RegisterInvitation,
     )
-    from models.payloads import (
+    from messages.payloads import (
         AcceptOutcome,
         AcceptRequest,
         Category,
@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         ResendRequest,
         RevokeRequest,
     )
-    from models.platform import ERROR_1009
+    from rules.platform import ERROR_1009
 
 from workflows.v1 import options
 from workflows.v1.details import blocked_message, describe_failure, refund_message

@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.finalising import FinaliseActivities
     from activities.platform import PlatformActivities
     from activities.transfers import TransferActivities
-    from models.activity_io import (
+    from messages.activity_io import (
         Finalise,
         LinkMember,
         Membership,
@@ -32,8 +32,8 @@ with workflow.unsafe.imports_passed_through():
         Transfer,
         UndoTransfer,
     )
-    from models.money import format_minor
-    from models.payloads import Category, EmailKind, InvitationStatus, RefundDestination
+    from messages.payloads import Category, EmailKind, InvitationStatus, RefundDestination
+    from rules.money import format_minor
 
 from workflows.v1 import options
 from workflows.v1.bookkeeping import Bookkeeping

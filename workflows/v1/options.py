@@ -4,7 +4,7 @@ Timeouts and retry policies of every activity the invitation runs, in one place.
 
 Transient faults (a dropped connection, a locked database, a worker restart) are retried
 with exponential backoff. Business failures arrive as non-retryable ApplicationErrors
-(models.activity_io.ERR_*) and are never retried: the saga compensates instead.
+(messages.activity_io.ERR_*) and are never retried: the saga compensates instead.
 """
 
 from __future__ import annotations

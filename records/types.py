@@ -7,7 +7,7 @@ session's `TimeZone`.
 
 A naive datetime is refused when it is written (or compared with a column): it could be
 local time or UTC, and guessing wrong shifts a subscription period by hours. Use
-`datetime.now(UTC)` / `models.tables.utcnow()`, or `models.db.as_utc` for a value known to
+`datetime.now(UTC)` / `records.tables.utcnow()`, or `records.db.as_utc` for a value known to
 be UTC.
 """
 
@@ -37,7 +37,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None or value.utcoffset() is None:
             raise NaiveDatetimeError(
                 f"naive datetime {value.isoformat()} refused: give it a time zone "
-                "(datetime.now(UTC), or models.db.as_utc for a value known to be UTC)")
+                "(datetime.now(UTC), or records.db.as_utc for a value known to be UTC)")
         utc: datetime = value.astimezone(UTC)
         # SQLite's DATETIME keeps no offset: store the UTC wall time, read back as UTC.
         return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt, field_validator
 
-from models.ids import normalise_email
+from records.ids import normalise_email
 
 
 class UserType(StrEnum):

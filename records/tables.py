@@ -1,5 +1,5 @@
 """The platform's system of record. Only activities, the seeder and the link handler's
-read-only preview touch these `table=True` classes; workflows see `models.payloads`.
+read-only preview touch these `table=True` classes; workflows see `messages.payloads`.
 
 Transferred data is *staged* before it goes live: a copy in the organisation's scope
 carries `invitation_id`, the id of the row it came from (`source_id`) and `staged=True`.
@@ -17,8 +17,8 @@ from pydantic import Strict
 from sqlalchemy import JSON, CheckConstraint, Column, Index, UniqueConstraint, event, func
 from sqlmodel import Field, SQLModel
 
-from models.ids import normalise_email
-from models.types import MinorUnitsType, UTCDateTime
+from records.ids import normalise_email
+from records.types import MinorUnitsType, UTCDateTime
 
 # An int that refuses floats, Decimals and numeric strings when validated; the column type
 # (MinorUnitsType) refuses them when written: money never reaches the database as 12.5.
@@ -224,7 +224,7 @@ class RefundLedger(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    # An invitation's event is written once per (kind, time): models.records.insert_event_once
+    # An invitation's event is written once per (kind, time): records.changes.insert_event_once
     __table_args__ = (Index("uq_auditevent_once", "invitation_id", "kind", "at", unique=True),)
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(default_factory=utcnow, index=True, sa_type=UTCDateTime)
@@ -306,5 +306,5 @@ class TransferState(SQLModel, table=True):
 # Tables kept by other packages, registered on the same metadata (init_db, migrations/).
 from domains import sweep_tables as _sweep_tables  # noqa: E402,F401  (issue #14: sweeps)
 from domains import tables as _domain_tables  # noqa: E402,F401
-from models import api_tables  # noqa: E402,F401  (the REST API's tables, on the same metadata)
+from records import api_tables  # noqa: E402,F401  (the REST API's tables, on the same metadata)
 from webhooks import tables as _webhook_tables  # noqa: E402,F401

@@ -4,7 +4,7 @@ link handler's preview (before it), so that what the invitee is shown is what ha
 - `blocking_items`: the conditions behind error 1009.
 - `settings_changes`: which of the invitee's settings the organisation's locks override.
 - `category_counts`: what will move; `reports_left_behind`: what will not.
-- `refund_quote`: the prorated refund (see models.money).
+- `refund_quote`: the prorated refund (see rules.money).
 - `live_rows`: which rows count as live while finalised copies wait for release_source.
 """
 
@@ -16,17 +16,16 @@ from typing import Any
 from sqlalchemy import ColumnElement, ScalarSelect, and_, bindparam, func, or_
 from sqlmodel import Session, col, select
 
-from models.db import as_utc, prepared
-from models.ids import normalise_email
-from models.money import FORMULA, prorated_refund_minor
-from models.payloads import (
+from messages.payloads import (
     BlockingItem,
     Category,
     CategoryCount,
     RefundQuote,
     SettingChange,
 )
-from models.tables import (
+from records.db import as_utc, prepared
+from records.ids import normalise_email
+from records.tables import (
     Account,
     AccountKind,
     AccountSetting,
@@ -43,6 +42,7 @@ from models.tables import (
     User,
     UserSetting,
 )
+from rules.money import FORMULA, prorated_refund_minor
 
 ERROR_1009 = 1009
 

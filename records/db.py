@@ -34,8 +34,8 @@ from sqlalchemy import Connection, Engine, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, create_engine
 
-import models.console_auth  # noqa: F401  (the admin console's sign-in tables)
-from models import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+import records.console_auth  # noqa: F401  (the admin console's sign-in tables)
+from records import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 if TYPE_CHECKING:
     from config import Settings
@@ -194,8 +194,8 @@ def prepared(bind: Engine | Connection, key: Hashable, build: Callable[[], Any])
 def init_db(engine: Engine) -> None:
     """Make the schema ready, or refuse to start. SQLite: created or migrated to the
     latest revision on the spot. PostgreSQL and others: only checked, since only
-    migrations (`make migrate`) change such a database. See models/schema.py."""
-    from models import schema
+    migrations (`make migrate`) change such a database. See records/schema.py."""
+    from records import schema
 
     if engine.dialect.name == "sqlite":
         schema.ensure_sqlite_schema(engine)
@@ -205,5 +205,5 @@ def init_db(engine: Engine) -> None:
 
 def as_utc(dt: datetime) -> datetime:
     """A datetime in UTC; a naive one is taken to be UTC already. Columns read back aware
-    (models/types.py), so this is for values from elsewhere (payloads, old callers)."""
+    (records/types.py), so this is for values from elsewhere (payloads, old callers)."""
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)

@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import Connection, Table, select, update
 from sqlmodel import Session, col
 
-from models import claims
-from models.activity_io import AuditNote, StatusChange
-from models.db import as_utc, insert_for, prepared
-from models.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
-from models.tables import AuditEvent, Invitation
+from messages.activity_io import AuditNote, StatusChange
+from messages.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
+from records import claims
+from records.db import as_utc, insert_for, prepared
+from records.tables import AuditEvent, Invitation
 from webhooks import outbox
 
 EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]

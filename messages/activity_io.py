@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, StrictInt
 
-from models.payloads import (
+from messages.payloads import (
     BlockingItem,
     Category,
     InvitationInput,
@@ -83,7 +83,7 @@ class AcceptanceCheck(BaseModel):
 
 
 class ClaimRefusal(BaseModel):
-    """Why this invitation may not take the person's join right now (models.claims)."""
+    """Why this invitation may not take the person's join right now (records.claims)."""
 
     kind: Literal["already_joining", "joined_elsewhere", "no_free_seat"]
     account_name: str  # the organisation they are joining / joined / that has no seat
@@ -175,7 +175,7 @@ class Transferred(BaseModel):
     attempt: int = 1
     settings_changed: list[SettingChange] = []
     reports_left_behind: int = 0
-    epoch: int = 0  # the epoch this attempt held (see models.tables.TransferState)
+    epoch: int = 0  # the epoch this attempt held (see records.tables.TransferState)
     inserted: int = 0  # rows this attempt inserted (the rest were committed before it)
     finished: bool = True  # False: a quick try ran out of its budget (see Transfer)
 

@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, StrictInt
 
-from models.payloads import UserType
+from messages.payloads import UserType
 
 
 class SweepMode(StrEnum):

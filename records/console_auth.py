@@ -8,8 +8,8 @@ from datetime import datetime
 
 from sqlmodel import Field, SQLModel
 
-from models.tables import utcnow
-from models.types import UTCDateTime
+from records.tables import utcnow
+from records.types import UTCDateTime
 
 
 class SignInLink(SQLModel, table=True):

@@ -1,4 +1,4 @@
-"""One person joins one account: the join claim (models.tables.JoinClaim) and the seat it
+"""One person joins one account: the join claim (records.tables.JoinClaim) and the seat it
 holds, as atomic operations on the system of record.
 
 An acceptance that passed its blocking checks takes the claim keyed by the invitee's email
@@ -6,7 +6,7 @@ with an insert that the primary key lets only one invitation win; a licensed cla
 reserves a seat, counted under the organisation's row lock. The claim moves joining ->
 linked (link_member) -> joined (completed), and is released when its invitation ends any
 other way. Every function runs inside the caller's write transaction
-(`models.db.write_session`): IMMEDIATE on SQLite, row locks on PostgreSQL.
+(`records.db.write_session`): IMMEDIATE on SQLite, row locks on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from sqlalchemy import Connection, delete, func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from models.activity_io import ClaimRefusal
-from models.payloads import FINAL_STATUS_VALUES
-from models.tables import Account, Invitation, JoinClaim, JoinClaimState, User
+from messages.activity_io import ClaimRefusal
+from messages.payloads import FINAL_STATUS_VALUES
+from records.tables import Account, Invitation, JoinClaim, JoinClaimState, User
 
 ACTIVE = (JoinClaimState.JOINING, JoinClaimState.LINKED)
 

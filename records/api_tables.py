@@ -1,6 +1,6 @@
 """Tables of the REST API (issue #15): API tokens and idempotency keys.
 
-Registered on SQLModel.metadata by the import at the end of models/tables.py, so
+Registered on SQLModel.metadata by the import at the end of records/tables.py, so
 `init_db`, `create_all` and Alembic see them with every other table (revision 0005).
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from models.tables import utcnow
-from models.types import UTCDateTime
+from records.tables import utcnow
+from records.types import UTCDateTime
 
 
 class ApiToken(SQLModel, table=True):

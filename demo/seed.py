@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import Engine, insert
 from sqlmodel import Session, select
 
-from models.db import write_session
-from models.ids import normalise_email
-from models.tables import (
+from records.db import write_session
+from records.ids import normalise_email
+from records.tables import (
     Account,
     AccountKind,
     AccountSetting,

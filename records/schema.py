@@ -1,5 +1,5 @@
 """The schema's history: Alembic migrations in migrations/, one revision per change of
-models/tables.py (tests/test_migrations.py fails when one is missing).
+records/tables.py (tests/test_migrations.py fails when one is missing).
 
 Who changes a schema:
 - PostgreSQL (and any server database): migrations only, `make migrate` (`alembic upgrade
@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect
 from sqlmodel import SQLModel
 
-from models.db import make_engine, write_transaction
+from records.db import make_engine, write_transaction
 
 ROOT = Path(__file__).resolve().parent.parent
 # The revision that created the tables as they were before migrations existed: a SQLite
