@@ -141,7 +141,7 @@ def test_a_reader_never_blocks_a_writer(settings: Settings) -> None:
         impatient.dispose()
 
 
-@pytest.mark.sqlite_only  # PostgreSQL at READ COMMITTED lets it write (models/db.py)
+@pytest.mark.sqlite_only  # PostgreSQL at READ COMMITTED lets it write (records/db.py)
 def test_a_reader_that_writes_after_another_writer_committed_is_refused(
     settings: Settings,
 ) -> None:

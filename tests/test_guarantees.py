@@ -1,6 +1,6 @@
 """Guarantees the code's comments state, each pinned by a test that fails without it
 (issue #16: "every comment that states a guarantee is either true and tested, or
-removed"). The SQLite-only ones about models/db.py are in tests/test_db.py.
+removed"). The SQLite-only ones about records/db.py are in tests/test_db.py.
 
 Two workflow tests need a message to reach the workflow while one of its local
 activities is still running. The worker keeps a workflow task open while its local
@@ -42,20 +42,19 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.finalising import FinaliseActivities
 from activities.platform import PlatformActivities
 from config import ROOT, Settings
+from demo.seed import create_org
 from domains.schedule import ensure_domain_check_schedule
 from domains.sweep import SweepsClient
 from invitations import InvitationsClient
 from invitations.starting import BulkStart
-from models.activity_io import (
+from messages.activity_io import (
     ERR_INVITEE_UNAVAILABLE,
     AcceptanceCheck,
     AcceptanceFacts,
     Membership,
     StatusChange,
 )
-from models.db import as_utc, make_engine
-from models.ids import invitation_id
-from models.payloads import (
+from messages.payloads import (
     AcceptOutcome,
     AcceptRequest,
     InvitationInput,
@@ -64,9 +63,10 @@ from models.payloads import (
     RevokeRequest,
     UserType,
 )
-from models.platform import find_user
-from models.seed import create_org
-from models.tables import AuditEvent, Recording, TransferState, User
+from records.db import as_utc, make_engine
+from records.ids import invitation_id
+from records.tables import AuditEvent, Recording, TransferState, User
+from rules.platform import find_user
 from tests.concurrency_helpers import at_once
 from tests.conftest import new_worker
 from tests.test_domain_sweep import _end_leftovers as end_leftovers
@@ -386,15 +386,15 @@ async def test_a_crash_between_deleting_a_source_file_and_the_commit_orphans_no_
     assert {s.state for s in rows(engine, TransferState)} == {"released"}
 
 
-# -- models/payloads.py: payloads never import the table classes --------------------------
+# -- messages/payloads.py: payloads never import the table classes --------------------------
 
 
 def test_the_workflow_payloads_import_no_database_code() -> None:
     """What the workflows import for their inputs and results: no table class, nor the
     database layer beneath it (a fresh interpreter, nothing imported before)."""
-    code = ("import sys, models.payloads, models.activity_io; "
+    code = ("import sys, messages.payloads, messages.activity_io; "
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('sqlmodel', 'sqlalchemy') or m in ('models.tables', 'models.db'))))")
+            "('sqlmodel', 'sqlalchemy') or m in ('records.tables', 'records.db'))))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr

@@ -141,8 +141,8 @@ def test_make_migrate_uses_the_settings_database(tmp_path: Path) -> None:
 # theirs meanwhile.
 _START = """
 import sys, time
-from models import schema
-from models.db import init_db, make_engine
+from records import schema
+from records.db import init_db, make_engine
 
 create = schema.create_schema_at_head
 def slowly(conn):
@@ -180,7 +180,7 @@ def test_processes_starting_together_on_a_fresh_sqlite_file_create_it_once(
 
     Their first connections are made at once too: two made at the same instant to a new
     file meet each other's switch to WAL, which SQLite refuses at once ("database is
-    locked", about 1 start in 40 before models/db.py `_switch_to_wal` retried it)."""
+    locked", about 1 start in 40 before records/db.py `_switch_to_wal` retried it)."""
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("INVITES_")}
     env["PYTHONPATH"] = str(ROOT)
