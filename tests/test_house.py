@@ -82,3 +82,25 @@ async def run(self, x):
     await workflow.execute_activity(bare_step, x)
 '''
     assert [line for line, _ in activities_called_by_name(source)] == [3, 4, 5, 6]
+
+
+def test_scripts_importing_the_old_models_package_still_work() -> None:
+    """models/ moved by concern (README, "Changes"): an old import loads the same module
+    from its new place, and says where it went."""
+    import subprocess
+    import sys
+
+    code = ("import warnings\n"
+            "warnings.simplefilter('error')\n"
+            "try:\n"
+            "    import models.payloads\n"
+            "except DeprecationWarning as w:\n"
+            "    print(w)\n"
+            "warnings.simplefilter('ignore')\n"
+            "from models.payloads import AcceptRequest\n"
+            "from models import seed\n"
+            "import messages.payloads, demo.seed\n"
+            "print(AcceptRequest is messages.payloads.AcceptRequest, seed is demo.seed)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["models.payloads moved to messages.payloads", "True True"]
