@@ -74,7 +74,8 @@ class Bookkeeping:
                 await workflow.execute_activity_method(
                     PlatformActivities.record_status, change, summary=f"Record: {event}",
                     **options.PLATFORM)
-            except ActivityError as err:  # bookkeeping must never fail the invitation
+            except ActivityError as err:  # logged, not fatal: the row may lag (and a join
+                # claim stay held) until the next recorded change
                 workflow.logger.error("could not record status %s: %s", status.value,
                                       describe_failure(err), extra={"invitation_id": self._id})
 

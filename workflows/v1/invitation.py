@@ -12,8 +12,11 @@ InvitationWorkflow: one durable invitation of one person into one paid account.
    moment: a blocked invitation stays open; a paid plan first asks where the refund goes.
 3. A saga links the member, pays the refund once, moves every data category in parallel
    and finalises, each undo registered before its step runs.
-4. A step that fails for good undoes all that was done, newest first, and the invitation
-   ends failed-and-compensated with the reason; otherwise it ends completed.
+4. A step that fails for good runs the registered undo steps, newest first, and the
+   invitation ends failed-and-compensated with the reason (an undo that fails is only
+   added to the reason); otherwise it ends completed. Known gaps of this version, fixed
+   in the current one: a finalise that committed but lost its answer is compensated, and
+   a link whose answer was lost is not undone.
 5. Declined, revoked and expired invitations end without touching any data.
 """
 

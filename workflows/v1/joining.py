@@ -2,8 +2,9 @@
 
 The saga of the first version: link the member, pay the refund once, move every data
 category in parallel (one activity each) and finalise, each undo registered before its
-step runs; a step that fails for good (or a cancel) undoes all that was done, newest
-first, and the invitation ends failed-and-compensated with the reason.
+step runs; a step that fails for good (or a cancel) runs the undo steps registered,
+newest first, and the invitation ends failed-and-compensated with the reason (see the
+known gaps in workflows/v1/invitation.py).
 
 `InvitationWorkflowV1` inherits these methods; the state they read is set in its __init__.
 """
@@ -119,7 +120,8 @@ class Joining(Bookkeeping):
                 await self._transition(S.TRANSFERRING, "transferring", "Transferring data")
                 await self._transfer_all(member.user_id, source)
             self._set_step("Finalising")
-            # The point of no return: once started it runs to its end, cancel or not.
+            # Shielded from a cancel; a failure of its own after 10 attempts still
+            # compensates (a gap of this version: see the module docstring).
             finalised = await shielded(lambda: self._step(
                 "finalise", workflow.execute_activity_method(
                     FinaliseActivities.finalise,
@@ -213,7 +215,8 @@ class Joining(Bookkeeping):
         self._count("invitations_failed")
 
     async def _unlink_member(self) -> None:
-        # link_member commits all or nothing: without its result there is nothing to undo.
+        # Undone from the link's result only: a link whose answer was lost is not undone
+        # (a gap of this version; the current one undoes from the "linked" event).
         if self._membership is not None:
             await self._undo(PlatformActivities.unlink_member, self._membership,
                              "Undo: unlink the member, restore their account")
