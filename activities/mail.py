@@ -57,7 +57,7 @@ SENT: Table = SentEmail.__table__  # type: ignore[attr-defined]
 
 
 # SMTP connections kept between activities, per event loop and server: connecting, the
-# greeting and EHLO cost more than a message. One is reused only if idle for less than
+# greeting, EHLO and QUIT cost more than a NOOP. One is reused only if idle for less than
 # IDLE_SECONDS (servers close idle ones after minutes); at most POOL_SIZE are kept.
 IDLE_SECONDS = 20.0
 POOL_SIZE = 8
@@ -69,14 +69,12 @@ _POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = \
 class SmtpSession:
     """One SMTP connection for the messages of one activity: taken at the first message
     that is really sent (none when every key was sent before), from the connections kept
-    by earlier activities or new; kept for the next one if everything went well, else
-    closed. A kept connection the server closed meanwhile is replaced once, before
-    anything was sent on it."""
+    by earlier activities (checked alive with a NOOP first) or new; kept for the next one
+    if everything went well, else closed."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.smtp: aiosmtplib.SMTP | None = None
-        self.reused = False
         self.key = (settings.smtp_host, settings.smtp_port)
         self.pool = _POOLS.setdefault(asyncio.get_running_loop(), {}).setdefault(self.key, [])
 
@@ -85,7 +83,12 @@ class SmtpSession:
             while self.pool:
                 smtp, idle_since = self.pool.pop()
                 if smtp.is_connected and time.monotonic() - idle_since < IDLE_SECONDS:
-                    self.smtp, self.reused = smtp, True
+                    try:
+                        await smtp.noop()  # closed by the server meanwhile? then a new one
+                    except (aiosmtplib.SMTPException, ConnectionError, OSError):
+                        smtp.close()
+                        continue
+                    self.smtp = smtp
                     return smtp
                 smtp.close()
             self.smtp = aiosmtplib.SMTP(hostname=self.settings.smtp_host,
@@ -94,18 +97,7 @@ class SmtpSession:
         return self.smtp
 
     async def sendmail(self, sender: str, recipients: list[str], data: bytes) -> None:
-        smtp = await self.connection()
-        try:
-            await smtp.sendmail(sender, recipients, data)
-        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
-            if not self.reused:
-                raise
-            # Kept while the server closed it (restart, idle timeout): MAIL FROM failed,
-            # nothing was sent. Once more on a new connection.
-            smtp.close()
-            self.smtp, self.reused = None, False
-            await (await self.connection()).sendmail(sender, recipients, data)
-        self.reused = False  # it works: a later failure on it is a real one
+        await (await self.connection()).sendmail(sender, recipients, data)
 
     async def __aenter__(self) -> SmtpSession:
         return self

@@ -9,18 +9,20 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.testing import ActivityEnvironment
 
-from activities.mail import EmailRenderer, MailActivities
+from activities.mail import EmailRenderer, MailActivities, message_id
 from config import Settings
 from content.labels import BASIC_LIMITS
-from mailcatcher import read_messages
+from mailcatcher import MaildirHandler, read_messages
 from messages.payloads import (
     BlockingItem,
     Category,
     CategoryProgress,
+    EmailBatch,
     EmailKind,
     EmailRequest,
     InvitationStatus,
@@ -172,6 +174,44 @@ async def test_smtp_down_fails_the_attempt_and_records_nothing(
     finally:
         catcher.stop()
     assert [m["X-Email-Kind"] for m in read_messages(settings.maildir)] == ["admin_completed"]
+
+
+async def test_a_kept_smtp_connection_is_reused_and_replaced_once_the_server_restarted(
+    settings: Settings, engine: Engine,
+) -> None:
+    """Batches on one event loop share an SMTP connection; after the server restarted,
+    the kept one is found closed and a new one carries the next batch."""
+    from mailcatcher import start_catcher
+
+    acts = MailActivities(settings, engine)
+    sessions: list[object] = []
+
+    class Counting(MaildirHandler):
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]
+            sessions.append(session)
+            session.host_name = hostname
+            return responses
+
+    def batch(*keys: str) -> EmailBatch:
+        return EmailBatch(messages=[request(EmailKind.REMINDER, key=k) for k in keys])
+
+    catcher = Controller(Counting(settings.maildir), hostname="127.0.0.1",
+                         port=settings.smtp_port)
+    catcher.start()
+    try:
+        await ActivityEnvironment().run(acts.send_emails, batch("r:1"))
+        await ActivityEnvironment().run(acts.send_emails, batch("r:2", "r:3"))
+        assert len(sessions) == 1  # one connection (one EHLO) for both batches
+    finally:
+        catcher.stop()
+    restarted = start_catcher("127.0.0.1", settings.smtp_port, settings.maildir)
+    try:
+        done = await ActivityEnvironment().run(acts.send_emails, batch("r:4"))
+    finally:
+        restarted.stop()
+    assert [r.sent for r in done] == [True]
+    assert sorted(m["Message-ID"] for m in read_messages(settings.maildir)) == sorted(
+        message_id(f"r:{n}", settings.mail_from) for n in range(1, 5))
 
 
 async def test_refund_receipt_without_payment_is_a_non_retryable_error(
