@@ -12,7 +12,8 @@ returned result), so it is right even when its step committed but the answer was
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import FailureError
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         Finalise,
         LinkMember,
         PayRefund,
+        Released,
         ReleaseSource,
         ReverseRefund,
         StatusChange,
@@ -67,6 +69,24 @@ def _failed(step: str, err: FailureError) -> BaseException:
     if cancelled(err):
         return asyncio.CancelledError()
     return StepFailed(step, describe_failure(err))
+
+
+Finishing = TypeVar("Finishing", Transferred, Released)
+
+
+async def _quick_try(method: Callable[[Any, Any], Awaitable[Finishing]], arg: Any,
+                     summary: str) -> Finishing | None:
+    """A quick first try (options.QUICK): the local activity's result if it finished
+    within its budget; None if it did not or failed, for the activity to go on with. A
+    cancel of the workflow stays a cancel."""
+    try:
+        done = await workflow.execute_local_activity_method(method, arg, summary=summary,
+                                                            **options.QUICK)
+    except FailureError as err:
+        if cancelled(err):
+            raise asyncio.CancelledError() from err
+        return None
+    return done if done.finished else None
 
 
 class Moving(Telling):
@@ -174,20 +194,14 @@ class Moving(Telling):
         self._publish()
 
     async def _quick_transfer(self, step: Transfer, label: str) -> Transferred | None:
-        """The quick first try: a local activity that moves a small category whole inside
-        the workflow task. None when it ran out of its budget or failed: the activity
-        then resumes from the committed checkpoint (a failure for good fails it too)."""
-        quick = step.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS,
-                                        "scheduled_at": workflow.now()})
-        try:
-            done = await workflow.execute_local_activity_method(
-                TRANSFER_METHODS[step.category], quick, summary=f"Transfer {label} (quick)",
-                **options.QUICK)
-        except FailureError as err:
-            if cancelled(err):
-                raise asyncio.CancelledError() from err
-            return None
-        return done if done.finished else None
+        """The quick first try of a transfer: a small category moves whole inside the
+        workflow task. None when it ran out of its budget or failed: the activity then
+        resumes from the committed checkpoint (a failure for good fails it too)."""
+        return await _quick_try(
+            TRANSFER_METHODS[step.category],
+            step.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS,
+                                    "scheduled_at": workflow.now()}),
+            f"Transfer {label} (quick)")
 
     async def _undo_transfer(self, category: Category) -> Any:
         return await workflow.execute_activity_method(
@@ -241,17 +255,11 @@ class Moving(Telling):
     async def _release(self, source: int) -> None:
         req = ReleaseSource(invitation_id=self._id, user_id=self._user_id,
                             source_account_id=source, org_account_id=self._input.account_id)
-        if workflow.patched(QUICK):
-            try:  # a small source goes inside the workflow task; the rest as an activity
-                released = await workflow.execute_local_activity_method(
-                    FinaliseActivities.release_source,
-                    req.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS}),
-                    summary="Release the source (quick)", **options.QUICK)
-                if released.finished:
-                    return
-            except FailureError as err:
-                if cancelled(err):
-                    raise asyncio.CancelledError() from err
+        if workflow.patched(QUICK) and await _quick_try(  # a small source, in the task
+                FinaliseActivities.release_source,
+                req.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS}),
+                "Release the source (quick)") is not None:
+            return
         await workflow.execute_activity_method(
             FinaliseActivities.release_source, req,
             summary="Release the source (after completion)", **options.RELEASE)
