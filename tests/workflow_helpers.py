@@ -299,6 +299,15 @@ def gated_transfer(real: Callable[[Transfer], Awaitable[Transferred]],
     return gated
 
 
+def quick_try_declined(t: Transfer) -> Transferred | None:
+    """In a transfer's quick first try (a local activity), the answer a source too big for
+    its budget gives: not finished, nothing copied; the activity then does the work. None
+    in the activity itself."""
+    if activity.info().is_local:
+        return Transferred(category=t.category, total=0, copied=0, finished=False)
+    return None
+
+
 def small_batches(real: Callable[[Transfer], Awaitable[Transferred]], batch_size: int,
                   results: list[Transferred]) -> Callable[..., Any]:
     """The real transfer with a small batch (more checkpoints); records what it returns.
@@ -306,8 +315,8 @@ def small_batches(real: Callable[[Transfer], Awaitable[Transferred]], batch_size
     would: the tests using it are about the transfer activity, its heartbeats and retries."""
     @activity.defn(name=activity_name(real))
     async def batched(t: Transfer) -> Transferred:
-        if activity.info().is_local:
-            return Transferred(category=t.category, total=0, copied=0, finished=False)
+        if (declined := quick_try_declined(t)) is not None:
+            return declined
         done = await real(t.model_copy(update={"batch_size": batch_size}))
         results.append(done)
         return done
