@@ -216,7 +216,8 @@ async def project_phase(stack: Stack, rnd: int, n: int, concurrency: int) -> Pha
 async def run(args: argparse.Namespace) -> list[Phase]:
     concurrency = args.concurrency or args.n
     phases: list[Phase] = []
-    async with open_stack(args.server, args.db, seats=args.n * args.repeat + 10) as stack:
+    async with open_stack(args.server, args.db, seats=args.n * args.repeat + 10,
+                          processes=args.workers) as stack:
         for rnd in range(1, args.repeat + 1):
             for kind in KINDS:
                 stack.check_alive()
@@ -330,10 +331,13 @@ def main() -> None:
                         help="platform database: SQLite path or SQLAlchemy URL "
                              "(default: a SQLite file in a temp dir)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per phase")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes per kind, the same for both (default: one "
+                             "per CPU, as worker.py runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if args.n < 1 or args.repeat < 1:
-        parser.error("--n and --repeat must be at least 1")
+    if args.n < 1 or args.repeat < 1 or args.workers < 1:
+        parser.error("--n, --repeat and --workers must be at least 1")
     # SIGTERM as Ctrl-C: asyncio.run then cancels the run, whose `finally`s stop the stack.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     load0 = os.getloadavg()[0]

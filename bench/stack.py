@@ -130,10 +130,11 @@ def settings_file(settings: Settings, path: Path) -> Path:
     return path
 
 
-def start_worker(kind: str, settings: Settings, tmp: Path) -> subprocess.Popen[bytes]:
+def start_worker(kind: str, settings: Settings, tmp: Path,
+                 name: str | None = None) -> subprocess.Popen[bytes]:
     config = settings_file(settings, tmp / f"settings-{kind}.json")
     return spawn([sys.executable, str(Path(__file__)), "worker", kind, str(config)],
-                 tmp / f"worker-{kind}.log", cwd=ROOT,
+                 tmp / f"worker-{name or kind}.log", cwd=ROOT,
                  env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -184,16 +185,21 @@ class Stack:
     engine: Engine
     account_id: int
     server: subprocess.Popen[bytes] | None
-    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Worker processes per kind (`processes` of them each, all on that kind's task queue).
+    workers: dict[str, list[subprocess.Popen[bytes]]] = field(default_factory=dict)
 
     def cpu(self) -> dict[str, float | None]:
-        """CPU seconds so far: server, each worker, and this process (driver, mail catcher)."""
+        """CPU seconds so far: server, each kind's workers (summed), and this process
+        (driver, mail catcher)."""
         return {"server": cpu_seconds(self.server.pid if self.server else None),
-                **{f"worker_{k}": cpu_seconds(p.pid) for k, p in self.workers.items()},
+                **{f"worker_{k}": _sum(cpu_seconds(p.pid) for p in ps)
+                   for k, ps in self.workers.items()},
                 "driver": own_cpu_seconds()}
 
     def check_alive(self) -> None:
-        for name, proc in [("dev server", self.server), *self.workers.items()]:
+        named = [(f"{k} worker {i + 1}", p) for k, ps in self.workers.items()
+                 for i, p in enumerate(ps)]
+        for name, proc in [("dev server", self.server), *named]:
             if proc is not None and proc.poll() is not None:
                 raise SystemExit(f"the {name} process exited with code {proc.returncode}; "
                                  f"logs in {self.tmp}")
@@ -201,7 +207,8 @@ class Stack:
 
 @asynccontextmanager
 async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[str] = KINDS,
-                     http_port: int | None = None) -> AsyncIterator[Stack]:
+                     http_port: int | None = None, processes: int = 1) -> AsyncIterator[Stack]:
+    """`processes`: worker processes per kind (the same number for every kind)."""
     from mailcatcher import start_catcher
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-flow-"))
@@ -230,15 +237,18 @@ async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[st
         temporal = await connect(settings, proc)
         stack = Stack(tmp, settings, bare_settings, temporal, engine, account_id, proc)
         for kind in kinds:
-            stack.workers[kind] = start_worker(
-                kind, settings if kind == "project" else bare_settings, tmp)
-        for kind, worker in stack.workers.items():
-            await wait_ready(worker, tmp / f"worker-{kind}.log")
+            stack.workers[kind] = [
+                start_worker(kind, settings if kind == "project" else bare_settings, tmp,
+                             _worker_name(kind, i)) for i in range(processes)]
+        for kind, procs in stack.workers.items():
+            for i, worker in enumerate(procs):
+                await wait_ready(worker, tmp / f"worker-{_worker_name(kind, i)}.log")
         yield stack
         finished = True
     finally:
-        for worker in (stack.workers.values() if stack else ()):
-            stop_process(worker)
+        for procs in (stack.workers.values() if stack else ()):
+            for worker in procs:
+                stop_process(worker)
         if proc is not None:
             stop_process(proc)
         catcher.stop()
@@ -247,6 +257,15 @@ async def open_stack(server: str, db: str | None, seats: int, kinds: Iterable[st
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             print(f"logs and data kept in {tmp}", file=sys.stderr)
+
+
+def _worker_name(kind: str, index: int) -> str:
+    return kind if index == 0 else f"{kind}-{index + 1}"
+
+
+def _sum(values: Iterable[float | None]) -> float | None:
+    known = list(values)
+    return None if any(v is None for v in known) else sum(v for v in known if v is not None)
 
 
 def seed_paid_invitees(stack: Stack, emails: list[str]) -> None:
