@@ -1,16 +1,27 @@
 """The worker: runs InvitationWorkflow and every activity on the invitations task queue.
 
-    python worker.py            # uses Settings (INVITES_* env vars, .env)
+    python worker.py                  # uses Settings (INVITES_* env vars, .env)
+    python worker.py --processes 0    # one worker process per CPU (or N; see below)
+
+A Python worker runs its workflow tasks and local activities on one CPU (the GIL): on a
+machine with several, run one process per CPU (`--processes 0`, or
+INVITES_WORKER_PROCESSES). This process then starts the others, which poll the same task
+queue, die with it, and are stopped with it; process i serves metrics on metrics_port + i.
 
 Prometheus metrics (Temporal's own and ours) are served on settings.metrics_port.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import ctypes
 import inspect
 import logging
+import os
 import signal
+import subprocess
+import sys
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -107,7 +118,8 @@ def build_worker(
         task_queue=task_queue or settings.task_queue,
         workflows=[InvitationWorkflow, DomainCheckWorkflow, DomainWorkflow,
                    WebhookDeliveryWorkflow],
-        activities=activities if activities is not None else build_activities(settings, engine),
+        activities=with_quick_join(
+            activities if activities is not None else build_activities(settings, engine)),
         max_concurrent_activities=max_concurrent_activities,
         max_concurrent_local_activities=max_concurrent_local_activities,
         # No sandbox in production: in temporalio 1.35 the sandbox runs code through
@@ -120,6 +132,19 @@ def build_worker(
     )
 
 
+def with_quick_join(activities: list[Callable[..., Any]]) -> list[Callable[..., Any]]:
+    """Add `join_quick` (activities/quick_join.py), built on the activity functions in this
+    list (so a replaced step is the one it calls). Left out when the list lacks a step it
+    needs or has its own: the workflow then runs each step alone."""
+    from activities.quick_join import QUICK_JOIN, QuickJoinActivities, needed_steps
+
+    by_name = {defn.name: fn for fn in activities
+               if (defn := getattr(fn, "__temporal_activity_definition", None)) is not None}
+    if QUICK_JOIN in by_name or not all(name in by_name for name in needed_steps()):
+        return activities
+    return [*activities, QuickJoinActivities(by_name).join_quick]
+
+
 def make_runtime(settings: Settings) -> Runtime:
     if not settings.metrics_port:
         return Runtime(telemetry=TelemetryConfig())
@@ -128,30 +153,78 @@ def make_runtime(settings: Settings) -> Runtime:
     ))
 
 
+def process_count(settings: Settings, flag: int | None) -> int:
+    wanted = settings.worker_processes if flag is None else flag
+    return wanted if wanted > 0 else (os.cpu_count() or 1)
+
+
+def start_siblings(count: int) -> list[subprocess.Popen[bytes]]:
+    """Processes 2..count of this worker (the same command, `--sibling i`)."""
+    return [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sibling", str(i)],
+                             env=os.environ.copy()) for i in range(1, count)]
+
+
+def die_with_parent() -> None:
+    """A sibling is stopped (SIGTERM) when the process that started it dies, even by
+    SIGKILL (Linux prctl PR_SET_PDEATHSIG); elsewhere it is stopped on a clean exit only."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def stop_siblings(siblings: list[subprocess.Popen[bytes]]) -> None:
+    for proc in siblings:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in siblings:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 async def main() -> None:
+    parser = argparse.ArgumentParser(description="The invitations worker.")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="worker processes on this machine, 0 = one per CPU "
+                             "(default: INVITES_WORKER_PROCESSES, 1)")
+    parser.add_argument("--sibling", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.processes is not None and args.processes < 0:
+        parser.error("--processes: must be 0 (one per CPU) or more")
     settings = get_settings()
     # Before anything else: the worker signs the links it mails with this secret.
     require_production_secrets(settings, "the worker")
     configure_logging(json_output=settings.log_json, secrets=secrets_to_mask(settings))
+    if args.sibling:
+        die_with_parent()
+        if settings.metrics_port:
+            settings = settings.model_copy(
+                update={"metrics_port": settings.metrics_port + args.sibling})
     engine = engine_from(settings)
     init_db(engine)
     runtime = make_runtime(settings)
     client = await connect_temporal(settings, runtime=runtime)
     worker = build_worker(client, settings, engine)
-    from domains.schedule import ensure_domain_check_schedule
+    siblings: list[subprocess.Popen[bytes]] = []
+    if not args.sibling:
+        from domains.schedule import ensure_domain_check_schedule
 
-    await ensure_domain_check_schedule(client, settings)  # idempotent: every start
-    from webhooks.starting import ensure_all
+        await ensure_domain_check_schedule(client, settings)  # idempotent: every start
+        from webhooks.starting import ensure_all
 
-    await ensure_all(client, settings, engine)  # idempotent: a delivery workflow per endpoint
+        await ensure_all(client, settings, engine)  # idempotent: a delivery workflow per endpoint
+        siblings = start_siblings(process_count(settings, args.processes))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker polling task queue %s (metrics on :%s)", settings.task_queue,
-             settings.metrics_port)
-    async with worker:
-        await stop.wait()
+    log.info("worker process %d polling task queue %s (metrics on :%s; %d more started)",
+             args.sibling + 1, settings.task_queue, settings.metrics_port, len(siblings))
+    try:
+        async with worker:
+            await stop.wait()
+    finally:
+        await asyncio.to_thread(stop_siblings, siblings)
     log.info("worker stopped")
 
 

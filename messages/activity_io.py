@@ -221,3 +221,29 @@ class Released(BaseModel):
     files_deleted: int  # source recording files removed (destination re-verified first)
     batches: int
     finished: bool = True  # False: a quick try ran out of its budget (see ReleaseSource)
+
+
+class QuickJoin(BaseModel):
+    """The join's quick first try, one local activity (activities/quick_join.py): the
+    link, then the refund (when `pay` is set), then a quick transfer of each category in
+    turn until `budget_seconds` ran out. Each step is the same idempotent step the
+    workflow would otherwise run alone, in its own transaction."""
+
+    link: LinkMember
+    pay: PayRefund | None = None
+    categories: list[Category] = []  # moved from source_account_id for the linked user
+    source_account_id: int | None = None
+    scheduled_at: datetime  # the workflow's time (see Transfer.scheduled_at)
+    budget_seconds: float
+
+
+class QuickJoined(BaseModel):
+    """How far the quick try got. A step missing here (not reached, failed, or out of
+    budget) is run by the workflow as its own step, which is safe: every step is
+    idempotent and its undo was registered before the try."""
+
+    member: Membership | None = None  # linked
+    payment: Payment | None = None  # paid (when asked)
+    tried: list[Category] = []  # transfers started (finished or not)
+    transferred: list[Transferred] = []  # transfers finished
+    stopped: str | None = None  # why a step did not finish, for the log

@@ -1,14 +1,16 @@
 """Replay tier: every committed history replays against today's InvitationWorkflow, in
 the SDK's sandbox (the Replayer's default runner), which also refuses any
 non-deterministic call on the paths replayed (the worker itself runs unsandboxed: see
-worker.py). tests/histories/*.json are this version's paths; tests/histories/v2/ holds
-those recorded before the "quick-first-tries" patch (activities only for transfers,
+worker.py). tests/histories/*.json are this version's paths; tests/histories/v3/ holds
+those recorded before the "quick-join" patch (a local activity each for the link, the
+refund and every quick transfer), tests/histories/v2/ those recorded before the
+"quick-first-tries" patch (activities only for transfers,
 finalise and release) and tests/histories/v1/ those of the first version (before the
 "invitation-v2" patch, run by the frozen workflows/v1): both must keep replaying as long
 as such invitations may run. A change that would break running invitations fails here.
 Regenerate this version's histories with `UPDATE_HISTORIES=1 pytest -k sqlite
-tests/test_workflow*.py tests/test_saga*.py tests/test_concurrency.py` (never the v1 or
-v2 ones)."""
+tests/test_workflow*.py tests/test_saga*.py tests/test_concurrency.py` (never the v1, v2
+or v3 ones)."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ ROOT = Path(__file__).resolve().parent / "histories"
 HISTORIES = sorted(ROOT.glob("*.json"))
 V1_HISTORIES = sorted((ROOT / "v1").glob("*.json"))
 V2_HISTORIES = sorted((ROOT / "v2").glob("*.json"))
+V3_HISTORIES = sorted((ROOT / "v3").glob("*.json"))
 # Every path of the process has a committed history (see the tests named in each file).
 V1_PATHS = {
     "free_user_completed", "paid_user_refund_completed", "blocked_by_other_user_then_completed",
@@ -50,11 +53,13 @@ def load(path: Path) -> WorkflowHistory:
 def test_every_path_has_a_committed_history() -> None:
     assert EXPECTED <= {p.stem for p in HISTORIES}
     assert EXPECTED <= {p.stem for p in V2_HISTORIES}
+    assert EXPECTED <= {p.stem for p in V3_HISTORIES}
     assert V1_PATHS <= {p.stem for p in V1_HISTORIES}
 
 
-@pytest.mark.parametrize("path", HISTORIES + V2_HISTORIES + V1_HISTORIES,
-                         ids=[p.stem for p in HISTORIES] + [f"v2-{p.stem}" for p in V2_HISTORIES]
+@pytest.mark.parametrize("path", HISTORIES + V3_HISTORIES + V2_HISTORIES + V1_HISTORIES,
+                         ids=[p.stem for p in HISTORIES] + [f"v3-{p.stem}" for p in V3_HISTORIES]
+                         + [f"v2-{p.stem}" for p in V2_HISTORIES]
                          + [f"v1-{p.stem}" for p in V1_HISTORIES])
 async def test_history_replays(path: Path) -> None:
     replayer = Replayer(workflows=[InvitationWorkflow], data_converter=pydantic_data_converter)
@@ -76,7 +81,7 @@ class ChangedInvitationWorkflow(InvitationWorkflow):
 async def test_replay_detects_a_non_deterministic_change() -> None:
     replayer = Replayer(workflows=[ChangedInvitationWorkflow],
                         data_converter=pydantic_data_converter)
-    for histories in (HISTORIES, V2_HISTORIES, V1_HISTORIES):
+    for histories in (HISTORIES, V3_HISTORIES, V2_HISTORIES, V1_HISTORIES):
         history = load(next(p for p in histories if p.stem == "free_user_completed"))
         with pytest.raises(workflow.NondeterminismError):
             await replayer.replay_workflow(history)

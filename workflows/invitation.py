@@ -57,7 +57,7 @@ from messages import search_attributes as sa
 from workflows import options
 from workflows.accepting import OPEN, WAITING_STEP, _check_link, _rejected
 from workflows.details import describe_failure
-from workflows.moving import QUICK, StepFailed
+from workflows.moving import QUICK, QUICK_JOIN, StepFailed
 from workflows.saga import Compensations, shielded
 from workflows.telling import Mail
 from workflows.waiting import Waiting
@@ -195,17 +195,20 @@ class InvitationWorkflow(Waiting):
             if source is not None:  # the data phase starts with the link, which writes it
                 self._progress.status = S.TRANSFERRING
                 record = self._change(S.TRANSFERRING, "transferring")
-            await self._link(record)
-            quote = self._progress.quote
-            if quote is not None and source is not None:
-                saga.register("reverse the refund", lambda: self._reverse(source))
-                await self._pay(source)
-            if source is not None:
-                for category in Category:
-                    saga.register(f"remove the copied {category.value}",
-                                  lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
-                self._set_step("Transferring data")
-                await self._transfer_all(self._user_id, source)
+            if quick and workflow.patched(QUICK_JOIN):
+                await self._join_quickly(saga, record, source)
+            else:  # each step alone, its undo registered just before it
+                await self._link(record)
+                quote = self._progress.quote
+                if quote is not None and source is not None:
+                    saga.register("reverse the refund", lambda: self._reverse(source))
+                    await self._pay(source)
+                if source is not None:
+                    for category in Category:
+                        saga.register(f"remove the copied {category.value}",
+                                      lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
+                    self._set_step("Transferring data")
+                    await self._transfer_all(self._user_id, source)
             if quick:  # a cancel that came during the quick steps is seen here, and undoes
                 await self._end_task()
         except StepFailed as failure:

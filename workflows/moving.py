@@ -21,12 +21,15 @@ from temporalio.exceptions import FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.finalising import FinaliseActivities
     from activities.platform import PlatformActivities
+    from activities.quick_join import QuickJoinActivities
     from activities.transfers import TransferActivities
     from messages.activity_io import (
         AuditNote,
         Finalise,
         LinkMember,
         PayRefund,
+        QuickJoin,
+        QuickJoined,
         Released,
         ReleaseSource,
         ReverseRefund,
@@ -36,7 +39,13 @@ with workflow.unsafe.imports_passed_through():
         UndoTransfer,
         UnlinkInvitation,
     )
-    from messages.payloads import Category, EmailKind, InvitationStatus, RefundDestination
+    from messages.payloads import (
+        Category,
+        EmailKind,
+        InvitationStatus,
+        Payment,
+        RefundDestination,
+    )
 
 from workflows import options
 from workflows.details import CATEGORY_LABELS, describe_failure
@@ -47,6 +56,9 @@ S = InvitationStatus
 
 # Invitations started before this patch transfer, finalise and release with activities only.
 QUICK = "quick-first-tries"
+# Before this one, the link, the refund and each category's quick transfer were a local
+# activity each; since, one local activity tries them all first (`_quick_join`).
+QUICK_JOIN = "quick-join"
 
 TRANSFER_METHODS = {
     Category.PROFILE: TransferActivities.transfer_profile,
@@ -95,15 +107,69 @@ class Moving(Telling):
     _made_live: dict[str, int]
     _retry_compensation: bool  # an operator asked to undo what is left
 
+    def _link_request(self, record: StatusChange | None) -> LinkMember:
+        i = self._input
+        return LinkMember(invitation_id=self._id, account_id=i.account_id, email=i.email,
+                          first_name=i.first_name, last_name=i.last_name,
+                          user_type=i.user_type, group=i.group, record=record)
+
+    def _pay_request(self, source: int) -> PayRefund:
+        quote = self._progress.quote
+        assert quote is not None
+        return PayRefund(invitation_id=self._id, source_account_id=source,
+                         org_account_id=self._input.account_id, at=quote.at,
+                         destination=self._destination)
+
+    async def _quick_join(self, record: StatusChange | None, source: int | None,
+                          pays: bool) -> QuickJoined | None:
+        """The quick first try of link, refund and transfers (QUICK_JOIN): what it did,
+        or None if it failed as a whole (every step then runs alone). Each undo is
+        registered before it runs. A cancel of the workflow stays a cancel."""
+        self._set_step("Linking the member, paying the refund, moving the data")
+        req = QuickJoin(link=self._link_request(record),
+                        pay=self._pay_request(source) if pays and source is not None else None,
+                        categories=list(Category) if source is not None else [],
+                        source_account_id=source, scheduled_at=workflow.now(),
+                        budget_seconds=options.QUICK_BUDGET_SECONDS)
+        try:
+            return await workflow.execute_local_activity_method(
+                QuickJoinActivities.join_quick, req,
+                summary="Link, refund and data (quick)", **options.QUICK)
+        except FailureError as err:
+            if cancelled(err):
+                raise asyncio.CancelledError() from err
+            return None
+
+    async def _join_quickly(self, saga: Compensations, record: StatusChange | None,
+                            source: int | None) -> None:
+        """Link, pay and transfer (QUICK_JOIN): every undo registered first, then one local
+        activity tries the steps; what it did not finish runs alone."""
+        pays = self._progress.quote is not None and source is not None
+        if source is not None:
+            if pays:
+                saga.register("reverse the refund", lambda: self._reverse(source))
+            for category in Category:
+                saga.register(f"remove the copied {category.value}",
+                              lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
+        joined = await self._quick_join(record, source, pays) or QuickJoined()
+        if joined.member is None:
+            await self._link(record)
+        else:
+            self._user_id = joined.member.user_id
+        if pays and source is not None:
+            if joined.payment is None:
+                await self._pay(source)
+            else:
+                self._paid(joined.payment)
+        if source is not None:
+            self._set_step("Transferring data")
+            await self._transfer_all(self._user_id, source, joined)
+
     async def _link(self, record: StatusChange | None) -> None:
         self._set_step("Linking the member to the account")
-        i = self._input
         try:
             member = await workflow.execute_local_activity_method(
-                PlatformActivities.link_member,
-                LinkMember(invitation_id=self._id, account_id=i.account_id, email=i.email,
-                           first_name=i.first_name, last_name=i.last_name,
-                           user_type=i.user_type, group=i.group, record=record),
+                PlatformActivities.link_member, self._link_request(record),
                 summary="Link the member to the account", **options.SAGA_STEP)
         except FailureError as err:
             if record is not None:  # not written: the next status change writes it
@@ -118,18 +184,16 @@ class Moving(Telling):
             summary="Undo: unlink the member, restore their account", **options.UNDO)
 
     async def _pay(self, source: int) -> None:
-        quote = self._progress.quote
-        assert quote is not None
         self._set_step("Paying the refund")
         try:
             payment = await workflow.execute_local_activity_method(
-                PlatformActivities.pay_refund,
-                PayRefund(invitation_id=self._id, source_account_id=source,
-                          org_account_id=self._input.account_id, at=quote.at,
-                          destination=self._destination),
+                PlatformActivities.pay_refund, self._pay_request(source),
                 summary="Pay the refund once", **options.SAGA_STEP)
         except FailureError as err:
             raise _failed("pay the refund", err) from err
+        self._paid(payment)
+
+    def _paid(self, payment: Payment) -> None:
         self._progress.payment = payment
         if payment.status == "paid":
             workflow.metric_meter().create_counter("invitation_refund_minor_paid").add(
@@ -144,12 +208,15 @@ class Moving(Telling):
         if reversal.status == "reversed":  # what the invitee and the admin are told
             self._progress.payment = reversal
 
-    async def _transfer_all(self, user_id: int, source: int) -> None:
-        """One activity per category, in parallel. A failure for good does not cancel the
-        others (their undo removes what they copied, and the database fences any write
-        of theirs after it); a cancel of the workflow stops them and waits until they
-        stopped writing before anything is undone."""
-        tasks = [asyncio.ensure_future(self._transfer(c, user_id, source)) for c in Category]
+    async def _transfer_all(self, user_id: int, source: int,
+                            joined: QuickJoined | None = None) -> None:
+        """One activity per category, in parallel (`joined`: what the quick join did; a
+        category it finished is not run again, one it tried goes on as the activity). A
+        failure for good does not cancel the others (their undo removes what they copied,
+        and the database fences any write of theirs after it); a cancel of the workflow
+        stops them and waits until they stopped writing before anything is undone."""
+        tasks = [asyncio.ensure_future(self._transfer(c, user_id, source, joined))
+                 for c in Category]
         try:
             results = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -164,7 +231,8 @@ class Moving(Telling):
             if isinstance(result, BaseException):
                 raise result
 
-    async def _transfer(self, category: Category, user_id: int, source: int) -> None:
+    async def _transfer(self, category: Category, user_id: int, source: int,
+                        joined: QuickJoined | None = None) -> None:
         progress = self._progress.categories[category]
         progress.state = "running"
         step = Transfer(invitation_id=self._id, category=category, user_id=user_id,
@@ -172,7 +240,11 @@ class Moving(Telling):
                         group=self._input.group)
         label = CATEGORY_LABELS[category.value]
         try:
-            quick = await self._quick_transfer(step, label) if workflow.patched(QUICK) else None
+            if joined is not None and category in joined.tried:
+                quick = next((t for t in joined.transferred if t.category == category), None)
+            else:
+                quick = await self._quick_transfer(step, label) \
+                    if workflow.patched(QUICK) else None
             if quick is None:
                 self._loud()  # this transfer takes a while: operators can find it
             done: Transferred = quick if quick is not None else \
