@@ -1,0 +1,103 @@
+"""`python worker.py --processes N`: one worker process per CPU on one machine (a Python
+worker runs its workflows and local activities on one CPU). The first process starts the
+others; they poll the same task queue, serve metrics on the next ports, and never outlive
+it: stopped with it, and gone when it is killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from temporalio.testing import WorkflowEnvironment
+
+from config import Settings
+from tests.concurrency_helpers import ROOT, wait_for_pollers, worker_env
+from tests.conftest import free_port
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def _gone(pids: list[int], within: float = 30) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not any(_alive(p) for p in pids):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _start(settings: Settings, env_address: str, *args: str) -> subprocess.Popen[bytes]:
+    env = worker_env(settings, env_address)
+    env["INVITES_METRICS_PORT"] = str(free_port())
+    return subprocess.Popen([sys.executable, "worker.py", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+async def test_processes_poll_one_queue_and_die_with_the_first(
+    dev_env: WorkflowEnvironment, settings: Settings,
+) -> None:
+    first = _start(settings, _address(dev_env), "--processes", "2")
+    try:
+        await wait_for_pollers(dev_env.client, settings.task_queue, 2)
+        siblings = _children(first.pid)
+        assert len(siblings) == 1, siblings
+        first.send_signal(signal.SIGKILL)  # no clean stop: the sibling must go anyway
+        first.wait(timeout=30)
+        assert await _gone(siblings), "a worker process outlived the one that started it"
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+
+
+async def test_a_clean_stop_stops_every_process(
+    dev_env: WorkflowEnvironment, settings: Settings,
+) -> None:
+    first = _start(settings, _address(dev_env), "--processes", "3")
+    try:
+        await wait_for_pollers(dev_env.client, settings.task_queue, 3)
+        siblings = _children(first.pid)
+        assert len(siblings) == 2, siblings
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+        assert await _gone(siblings)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+
+
+def test_a_negative_count_is_refused() -> None:
+    done = subprocess.run([sys.executable, "worker.py", "--processes", "-1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "INVITES_LINK_SECRET": "x" * 40})
+    assert done.returncode == 2
+    assert "--processes: must be 0 (one per CPU) or more" in done.stderr
