@@ -5,8 +5,8 @@ replaces up to eight local activities (link, refund, six quick transfers), each 
 cost the worker a scheduling round trip, a thread hand-off and a history marker. It calls
 the very activity functions the worker has registered under those names (so a test that
 replaces one is honoured), in the workflow's order, each in its own transaction, and
-reports how far it got. A step that failed, or a transfer that ran out of the shared
-budget, is left to the workflow, which runs it as its own step with its own retries.
+reports how far it got. A step that failed, a transfer that ran out of its budget, or one
+not started in time, is left to the workflow, which runs it as its own step with its own retries.
 Nothing here is a failure for good: the step run alone decides that.
 """
 
@@ -66,16 +66,15 @@ class QuickJoinActivities:
             out.payment = payment
         assert req.source_account_id is not None or not req.categories
         for category in req.categories:
-            left = req.budget_seconds - (time.monotonic() - started)
-            if left <= 0:
-                out.stopped = "out of the quick budget"
+            if time.monotonic() - started > req.start_transfers_within:
+                out.stopped = f"no time left to start transfer {category.value}"
                 break
             out.tried.append(category)
             step = Transfer(invitation_id=req.link.invitation_id, category=category,
                             user_id=member.user_id,
                             source_account_id=req.source_account_id or 0,
                             org_account_id=req.link.account_id, group=req.link.group,
-                            budget_seconds=left, scheduled_at=req.scheduled_at)
+                            budget_seconds=req.budget_seconds, scheduled_at=req.scheduled_at)
             try:
                 done: Transferred = await self._call(transfer_name(category), step)
             except Exception as err:  # noqa: BLE001  the transfer activity goes on

@@ -226,15 +226,17 @@ class Released(BaseModel):
 class QuickJoin(BaseModel):
     """The join's quick first try, one local activity (activities/quick_join.py): the
     link, then the refund (when `pay` is set), then a quick transfer of each category in
-    turn until `budget_seconds` ran out. Each step is the same idempotent step the
-    workflow would otherwise run alone, in its own transaction."""
+    turn (each with its own budget), none started after `start_transfers_within`. Each
+    step is the same idempotent step the workflow would otherwise run alone, in its own
+    transaction."""
 
     link: LinkMember
     pay: PayRefund | None = None
     categories: list[Category] = []  # moved from source_account_id for the linked user
     source_account_id: int | None = None
     scheduled_at: datetime  # the workflow's time (see Transfer.scheduled_at)
-    budget_seconds: float
+    budget_seconds: float  # each transfer's (see Transfer.budget_seconds)
+    start_transfers_within: float  # seconds from the start: no transfer starts later
 
 
 class QuickJoined(BaseModel):

@@ -111,6 +111,7 @@ class InvitationWorkflow(Waiting):
         self._user_id = 0  # the invitee's user, once linked
         self._made_live: dict[str, int] = {}
         self._quiet_search = False  # see _join
+        self._quick = False  # quick first tries (patch QUICK or QUICK_JOIN): see _join
         attrs = workflow.info().typed_search_attributes
         # Custom search attributes exist only where registered (not on the time-skipping
         # server); the client sets them at start exactly when they are.
@@ -181,7 +182,10 @@ class InvitationWorkflow(Waiting):
         """The saga: link, pay, transfer; compensate on a failure for good; finalise."""
         facts = self._facts
         assert facts is not None
-        quick = workflow.patched(QUICK)
+        # One patch marker (and its search-attribute upsert) per new run: QUICK_JOIN implies
+        # the quick tries of QUICK; runs started between the two patches have QUICK only.
+        joins_quickly = workflow.patched(QUICK_JOIN)
+        quick = self._quick = joins_quickly or workflow.patched(QUICK)
         # The quick steps take milliseconds: the search attributes say "transferring" only
         # if a step goes on as an activity (or is undone), else they go to "completed".
         self._quiet_search = quick
@@ -195,7 +199,7 @@ class InvitationWorkflow(Waiting):
             if source is not None:  # the data phase starts with the link, which writes it
                 self._progress.status = S.TRANSFERRING
                 record = self._change(S.TRANSFERRING, "transferring")
-            if quick and workflow.patched(QUICK_JOIN):
+            if joins_quickly:
                 await self._join_quickly(saga, record, source)
             else:  # each step alone, its undo registered just before it
                 await self._link(record)

@@ -106,6 +106,7 @@ class Moving(Telling):
     _user_id: int
     _made_live: dict[str, int]
     _retry_compensation: bool  # an operator asked to undo what is left
+    _quick: bool  # quick first tries (patch QUICK, or QUICK_JOIN which implies it)
 
     def _link_request(self, record: StatusChange | None) -> LinkMember:
         i = self._input
@@ -130,11 +131,12 @@ class Moving(Telling):
                         pay=self._pay_request(source) if pays and source is not None else None,
                         categories=list(Category) if source is not None else [],
                         source_account_id=source, scheduled_at=workflow.now(),
-                        budget_seconds=options.QUICK_BUDGET_SECONDS)
+                        budget_seconds=options.QUICK_BUDGET_SECONDS,
+                        start_transfers_within=options.QUICK_JOIN_SECONDS)
         try:
             return await workflow.execute_local_activity_method(
                 QuickJoinActivities.join_quick, req,
-                summary="Link, refund and data (quick)", **options.QUICK)
+                summary="Link, refund and data (quick)", **options.QUICK_JOIN)
         except FailureError as err:
             if cancelled(err):
                 raise asyncio.CancelledError() from err
@@ -244,7 +246,7 @@ class Moving(Telling):
                 quick = next((t for t in joined.transferred if t.category == category), None)
             else:
                 quick = await self._quick_transfer(step, label) \
-                    if workflow.patched(QUICK) else None
+                    if self._quick else None
             if quick is None:
                 self._loud()  # this transfer takes a while: operators can find it
             done: Transferred = quick if quick is not None else \
@@ -293,7 +295,7 @@ class Moving(Telling):
                        org_account_id=self._input.account_id,
                        completed=self._change(S.COMPLETED, "completed"))
         policy = options.FINALISE_FIRST
-        quick = workflow.patched(QUICK)  # one short transaction: first inside the task
+        quick = self._quick  # one short transaction: first inside the task
         while True:
             try:
                 if quick:
@@ -327,7 +329,7 @@ class Moving(Telling):
     async def _release(self, source: int) -> None:
         req = ReleaseSource(invitation_id=self._id, user_id=self._user_id,
                             source_account_id=source, org_account_id=self._input.account_id)
-        if workflow.patched(QUICK) and await _quick_try(  # a small source, in the task
+        if self._quick and await _quick_try(  # a small source, in the task
                 FinaliseActivities.release_source,
                 req.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS}),
                 "Release the source (quick)") is not None:

@@ -64,6 +64,14 @@ QUICK: dict[str, Any] = {
     "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 }
 
+# The join's quick try (link, refund, then each category's quick transfer, in one local
+# activity: workflows/moving.py `_join_quickly`). Each transfer in it has its own
+# QUICK_BUDGET_SECONDS of copying; no transfer starts after QUICK_JOIN_SECONDS (time spent
+# waiting for the database counts: under a burst the rest then runs as steps of their
+# own). Its timeout leaves room for both.
+QUICK_JOIN_SECONDS = 6.0
+QUICK_JOIN: dict[str, Any] = {**QUICK, "start_to_close_timeout": timedelta(seconds=30)}
+
 # Finalise, the point of no return: a quick try (QUICK: one short transaction), then a
 # first round of attempts as an activity, then (after the alert is raised) retried
 # forever with a longer cap.
