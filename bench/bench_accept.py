@@ -188,7 +188,7 @@ async def measure(stack: Stack, http: httpx.AsyncClient, n: int, concurrency: in
 async def run(args: argparse.Namespace) -> Result:
     port = free_port()
     async with open_stack(args.server, args.db, seats=args.n + 10, kinds=("project",),
-                          http_port=port) as stack:
+                          http_port=port, processes=args.workers) as stack:
         server, serving = await serve(create_app(stack.settings, stack.temporal, stack.engine),
                                       port)
         try:
@@ -211,10 +211,13 @@ def main() -> None:
                                                    "(default: a SQLite file in a temp dir)")
     parser.add_argument("--timeout", type=float, default=600,
                         help="seconds to wait for the accepted invitations to complete")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes (default: one per CPU, as `worker.py "
+                             "--processes 0` runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if args.n < 1 or args.concurrency < 1:
-        parser.error("--n and --concurrency must be at least 1")
+    if args.n < 1 or args.concurrency < 1 or args.workers < 1:
+        parser.error("--n, --concurrency and --workers must be at least 1")
     # SIGTERM as Ctrl-C: asyncio.run then cancels the run, whose `finally`s stop the stack.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     load0 = os.getloadavg()[0]
