@@ -4,17 +4,21 @@ invitee in the workflow's order (register, check, link, pay, the transfers, fina
 release), then once more (a retry: idempotent). Prints CPU ms per call (process_time).
 
     PYTHONPATH=. .venv/bin/python bench/steps_cost.py [--n 200] [--db URL] [--repeat 3]
+        [--profile STEP]   (cProfile of STEP's first run, top 25 by own time)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,19 @@ from records.ids import invitation_id  # noqa: E402
 ADMIN = "admin@steps.test"
 
 
-async def main(n: int, db: str | None, repeat: int) -> None:
+class Inline(ThreadPoolExecutor):
+    """Runs the activities' threads inline, so that cProfile (main thread only) sees them."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kw: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        try:
+            done.set_result(fn(*args, **kw))
+        except BaseException as err:  # noqa: BLE001  (handed to the awaiting task)
+            done.set_exception(err)
+        return done
+
+
+async def main(n: int, db: str | None, repeat: int, profile: str | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="steps-cost-"))
     settings = Settings(database_url=db or f"sqlite:///{tmp / 'platform.db'}",
                         recordings_dir=tmp / "recordings", maildir=tmp / "mail",
@@ -66,6 +82,8 @@ async def main(n: int, db: str | None, repeat: int) -> None:
         org_id = org.id
         who = [(p.email, p.id, p.account_id) for p in people]
     assert org_id is not None
+    if profile is not None:
+        asyncio.get_running_loop().set_default_executor(Inline())
     env = ActivityEnvironment()
     plat = PlatformActivities(settings, engine)
     fin = FinaliseActivities(settings, engine)
@@ -144,8 +162,13 @@ async def main(n: int, db: str | None, repeat: int) -> None:
     print(f"{n} invitees, {settings.database_url.split(':', 1)[0]}; CPU ms per call "
           f"(first run | retry, best of {repeat} retries)")
     for name, fn in steps:
+        prof = cProfile.Profile() if name == profile else None
         began = time.process_time()
+        if prof is not None:
+            prof.enable()
         first = [await fn(*p) for p in who]
+        if prof is not None:
+            prof.disable()
         cost = (time.process_time() - began) * 1000 / n
         retries = []
         for _ in range(repeat):  # a retry answers the same and writes nothing new
@@ -155,6 +178,8 @@ async def main(n: int, db: str | None, repeat: int) -> None:
             if name not in ("transfers(6)", "release"):
                 assert again == first, (name, again[0], first[0])
         print(f"  {name:13s} {cost:7.3f} | {min(retries):7.3f}")
+        if prof is not None:
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     engine.dispose()
     shutil.rmtree(tmp, ignore_errors=True)
 
@@ -164,5 +189,6 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--db", help="a database URL (default: a temporary SQLite file)")
     parser.add_argument("--repeat", type=int, default=3, help="retry passes per step")
+    parser.add_argument("--profile", metavar="STEP", help="cProfile STEP's first run")
     args = parser.parse_args()
-    asyncio.run(main(args.n, args.db, args.repeat))
+    asyncio.run(main(args.n, args.db, args.repeat, args.profile))
