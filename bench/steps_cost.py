@@ -1,7 +1,8 @@
 """CPU per call of the worker's database steps, outside any worker: N paid invitees on a
 temporary SQLite file (or --db URL), each step run through ActivityEnvironment for every
 invitee in the workflow's order (register, check, link, pay, the transfers, finalise,
-release), then once more (a retry: idempotent). Prints CPU ms per call (process_time).
+release), then once more (a retry: idempotent). Prints CPU ms per call (process_time) and
+SQL statements per call (BEGIN included), the first run's and a retry's.
 
     PYTHONPATH=. .venv/bin/python bench/steps_cost.py [--n 200] [--db URL] [--repeat 3]
         [--profile STEP]   (cProfile of STEP's first run, top 25 by own time)
@@ -28,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pydantic import SecretStr  # noqa: E402
+from sqlalchemy import event  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 from temporalio.testing import ActivityEnvironment  # noqa: E402
 
@@ -69,6 +71,12 @@ async def main(n: int, db: str | None, repeat: int, profile: str | None = None) 
                         link_secret=SecretStr("steps"), metrics_port=None)
     engine = make_engine(settings.database_url)
     init_db(engine)
+    executed = [0]
+
+    def count(*_: Any) -> None:
+        executed[0] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
     now = datetime.now(UTC)
     with Session(engine) as s:
         org = create_org(s, f"Steps {tmp.name}", owner=f"owner.{tmp.name}@steps.test",
@@ -160,24 +168,27 @@ async def main(n: int, db: str | None, repeat: int, profile: str | None = None) 
             org_account_id=org_id))
 
     print(f"{n} invitees, {settings.database_url.split(':', 1)[0]}; CPU ms per call "
-          f"(first run | retry, best of {repeat} retries)")
+          f"(first run | retry, best of {repeat} retries); statements per call (first | retry)")
     for name, fn in steps:
         prof = cProfile.Profile() if name == profile else None
-        began = time.process_time()
+        began, statements = time.process_time(), executed[0]
         if prof is not None:
             prof.enable()
         first = [await fn(*p) for p in who]
         if prof is not None:
             prof.disable()
         cost = (time.process_time() - began) * 1000 / n
+        first_sql = (executed[0] - statements) / n
         retries = []
         for _ in range(repeat):  # a retry answers the same and writes nothing new
-            began = time.process_time()
+            began, statements = time.process_time(), executed[0]
             again = [await fn(*p) for p in who]
             retries.append((time.process_time() - began) * 1000 / n)
+            retry_sql = (executed[0] - statements) / n
             if name not in ("transfers(6)", "release"):
                 assert again == first, (name, again[0], first[0])
-        print(f"  {name:13s} {cost:7.3f} | {min(retries):7.3f}")
+        print(f"  {name:13s} {cost:7.3f} | {min(retries):7.3f}   "
+              f"{first_sql:5.1f} | {retry_sql:5.1f}")
         if prof is not None:
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     engine.dispose()
