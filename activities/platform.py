@@ -64,6 +64,7 @@ from records.tables import (
 from rules.platform import (
     CATEGORY_TABLES,
     blocking_items,
+    find_invitee,
     find_user,
     refund_quote,
     reports_left_behind_total,
@@ -190,11 +191,11 @@ class PlatformActivities:
                 return AcceptanceFacts(blocking=[], quote=None, settings_changes=[],
                                        reports_left_behind=0, user_id=None,
                                        source_account_id=None, refusal=elsewhere)
-            user = find_user(conn, email)
+            user, account = find_invitee(conn, email)
             member = user is not None and user.account_id == check.account_id
             # (A member already is blocked by nothing: blocking_items says [] at once.)
             blocking = [] if user is None or member else blocking_items(
-                conn, user, check.account_id)
+                conn, user, check.account_id, account=account)
             view: Any = user
             source = user.account_id if user is not None else None
             if user is not None and user.id is not None and member:

@@ -11,7 +11,7 @@ link handler's preview (before it), so that what the invitee is shown is what ha
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 from sqlalchemy import (
     ColumnElement,
@@ -102,15 +102,40 @@ def find_user(session: Session | Connection, email: str) -> User | Row[Any] | No
         {"email": normalise_email(email)}).first()
 
 
-def blocking_items(session: Session | Connection, invitee: Any,
-                   org_account_id: int) -> list[BlockingItem]:
+class AccountFacts(NamedTuple):
+    """What blocking_items reads of the invitee's account."""
+
+    id: int
+    name: str
+    kind: str
+    status: str
+
+
+def find_invitee(conn: Connection, email: str) -> tuple[Row[Any] | None, AccountFacts | None]:
+    """`find_user` (Core row) and the user's account (for blocking_items), one statement."""
+    row = conn.execute(prepared(conn, "find_invitee", lambda: sa_select(
+        USERS, ACCOUNTS.c.id.label("acct_id"), ACCOUNTS.c.name.label("acct_name"),
+        ACCOUNTS.c.kind.label("acct_kind"), ACCOUNTS.c.status.label("acct_status"),
+    ).select_from(USERS.outerjoin(ACCOUNTS, ACCOUNTS.c.id == USERS.c.account_id)).where(
+        func.lower(USERS.c.email) == bindparam("email"))),
+        {"email": normalise_email(email)}).first()
+    if row is None or row.acct_id is None:
+        return row, None
+    return row, AccountFacts(row.acct_id, row.acct_name, row.acct_kind, row.acct_status)
+
+
+def blocking_items(session: Session | Connection, invitee: Any, org_account_id: int, *,
+                   account: AccountFacts | None = None) -> list[BlockingItem]:
     """Everything that stops `invitee` (a User, or a row with its id and account_id) from
-    joining `org_account_id` right now."""
+    joining `org_account_id` right now. `account`: the invitee's, if read already."""
     conn = connection_of(session)
-    account = conn.execute(prepared(conn, "blocking_account", lambda: select(
-        ACCOUNTS.c.id, ACCOUNTS.c.name, ACCOUNTS.c.kind, ACCOUNTS.c.status).where(
-        ACCOUNTS.c.id == bindparam("acc"))), {"acc": invitee.account_id}).first()
-    assert account is not None
+    read: Any = account
+    if read is None:
+        read = conn.execute(prepared(conn, "blocking_account", lambda: select(
+            ACCOUNTS.c.id, ACCOUNTS.c.name, ACCOUNTS.c.kind, ACCOUNTS.c.status).where(
+            ACCOUNTS.c.id == bindparam("acc"))), {"acc": invitee.account_id}).first()
+    assert read is not None
+    account = read
     items: list[BlockingItem] = []
     if account.id == org_account_id:
         return items
