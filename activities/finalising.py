@@ -54,7 +54,7 @@ from messages.activity_io import (
 from messages.payloads import Category
 from records.changes import insert_event_once, record_change
 from records.db import prepared, write_transaction
-from records.tables import Account, AuditEvent, User, utcnow
+from records.tables import Account, AuditEvent, Invitation, User, utcnow
 from rules.platform import CATEGORY_TABLES
 
 
@@ -83,6 +83,7 @@ class FinaliseActivities:
     def _finalise(self, req: Finalise) -> Finalised:
         account = Account.__table__  # type: ignore[attr-defined]
         events = AuditEvent.__table__  # type: ignore[attr-defined]
+        invitations = Invitation.__table__  # type: ignore[attr-defined]
         mine = {"invitation": req.invitation_id}
         with write_transaction(self.engine) as conn:
             # A write first: it takes the lock (SQLite: the database; PostgreSQL: the rows)
@@ -111,12 +112,19 @@ class FinaliseActivities:
                     ~select(users.c.id).where(users.c.account_id == bindparam("source"))
                     .exists(),
                 ).values(status="closed")), source)
-                closed = conn.execute(prepared(conn, "finalise_closed", lambda: select(
-                    account.c.status).where(account.c.id == bindparam("source"))),
-                    source).scalar() == "closed"
-            already = conn.execute(prepared(conn, "finalise_event", lambda: select(
-                events.c.id).where(events.c.invitation_id == bindparam("invitation"),
-                                   events.c.kind == "finalised").limit(1)), mine).first()
+            # In one statement: the source account as it stands, whether the event is
+            # written, and the invitation's account (for record_change).
+            status, already, account_id = conn.execute(prepared(
+                conn, "finalise_read", lambda: select(
+                    select(account.c.status).where(account.c.id == bindparam("source"))
+                    .scalar_subquery(),
+                    select(events.c.id).where(events.c.invitation_id == bindparam("invitation"),
+                                              events.c.kind == "finalised").limit(1)
+                    .scalar_subquery(),
+                    select(invitations.c.account_id).where(
+                        invitations.c.id == bindparam("invitation")).scalar_subquery())),
+                mine | {"source": req.source_account_id}).one()
+            closed = req.source_account_id is not None and status == "closed"
             if already is None:  # keyed by the workflow's time: overlapping attempts agree
                 insert_event_once(
                     conn, invitation_id=req.invitation_id, kind="finalised",
@@ -124,7 +132,7 @@ class FinaliseActivities:
                     account_id=req.org_account_id,
                     detail={"made_live": made_live, "source_closed": closed})
             if req.completed is not None:
-                record_change(conn, req.completed)
+                record_change(conn, req.completed, account_id=account_id)
         return Finalised(made_live=made_live, source_account_closed=closed)
 
     # -- after completion ---------------------------------------------------------------
@@ -192,8 +200,10 @@ class FinaliseActivities:
         """The live transfers to release (refused unless finalise committed for all) and
         the staged recording copies, read in one transaction."""
         with self.engine.connect() as conn:
-            rows = conn.execute(select(STATE.c.id, STATE.c.category, STATE.c.state).where(
-                STATE.c.invitation_id == req.invitation_id)).all()
+            mine = {"invitation": req.invitation_id}
+            rows = conn.execute(prepared(conn, "release_plan", lambda: select(
+                STATE.c.id, STATE.c.category, STATE.c.state).where(
+                STATE.c.invitation_id == bindparam("invitation"))), mine).all()
             pending = sorted(r.category for r in rows if r.state in (RUNNING, UNDONE))
             if pending:
                 raise ApplicationError(
@@ -205,10 +215,10 @@ class FinaliseActivities:
             copies: list[Any] = []
             if recordings_state is not None:
                 table = _table(Category.RECORDINGS)
-                copies = list(conn.execute(select(table).where(
-                    table.c.invitation_id == req.invitation_id,
-                    table.c.staged == True,  # noqa: E712
-                ).order_by(table.c.source_id)).all())
+                copies = list(conn.execute(prepared(conn, "release_plan_copies", lambda: select(
+                    table).where(table.c.invitation_id == bindparam("invitation"),
+                                 table.c.staged == True,  # noqa: E712
+                                 ).order_by(table.c.source_id)), mine).all())
         categories: list[tuple[Category, int]] = [
             (c, live[c.value]) for c in Category if c != Category.RECORDINGS and c.value in live]
         return Plan(categories, copies, recordings_state)

@@ -10,10 +10,11 @@ create it neither fail nor undo each other.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import EllipsisType
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, update
-from sqlmodel import Session, col
+from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlmodel import Session
 
 from messages.activity_io import AuditNote, StatusChange
 from messages.payloads import FINAL_STATUS_VALUES, InvitationInput, InvitationStatus
@@ -28,8 +29,8 @@ INVITATIONS: Table = Invitation.__table__  # type: ignore[attr-defined]
 
 
 def upsert_invitation(
-    session: Session, invitation_id: str, inp: InvitationInput, *, invited_by_user_id: int,
-    invited_at: datetime, expires_at: datetime,
+    session: Session | Connection, invitation_id: str, inp: InvitationInput, *,
+    invited_by_user_id: int, invited_at: datetime, expires_at: datetime,
 ) -> None:
     """Create the row, or reopen it for a new run (a re-invitation after an end)."""
     values = {
@@ -40,7 +41,7 @@ def upsert_invitation(
         "status": InvitationStatus.PENDING.value, "invited_at": invited_at,
         "expires_at": expires_at, "updated_at": datetime.now(UTC), "source_account_id": None,
     }
-    conn = session.connection()
+    conn = claims.connection_of(session)
 
     def build() -> Any:  # once per dialect: the values are parameters
         insert = insert_for(conn, INVITATIONS)
@@ -64,25 +65,43 @@ def insert_event_once(conn: Connection, *, invitation_id: str, kind: str, at: da
     return inserted is not None
 
 
-def record_change(conn: Connection, change: StatusChange) -> None:
+def _status_update(final: bool, values: dict[str, Any]) -> Any:
+    """The Invitation row's update for these parameters (built once per shape): a late,
+    non-final status never reopens an ended invitation."""
+    sets: dict[str, Any] = {"status": bindparam("new_status"), "updated_at": bindparam("now")}
+    if "new_expires_at" in values:
+        sets["expires_at"] = bindparam("new_expires_at")
+    if "new_source" in values:
+        sets["source_account_id"] = bindparam("new_source")
+    stmt = update(INVITATIONS).where(INVITATIONS.c.id == bindparam("invitation"))
+    if not final:
+        stmt = stmt.where(INVITATIONS.c.status.not_in(FINAL_STATUS_VALUES))
+    return stmt.values(**sets)
+
+
+def record_change(conn: Connection, change: StatusChange, *,
+                  account_id: int | None | EllipsisType = ...) -> None:
     """Write one status change of the workflow (and the states it passed through before
     it) to the Invitation row and the audit trail, and let the person's join claim follow
     an ending. Safe to run twice: audit events are keyed by (invitation, kind, time), and
-    an ended invitation is never reopened by a late, non-final status."""
+    an ended invitation is never reopened by a late, non-final status. `account_id`: the
+    Invitation row's, when the caller read it in this transaction (None: no row)."""
     new = change.status.value
-    account_id = conn.execute(select(col(Invitation.account_id)).where(
-        col(Invitation.id) == change.invitation_id)).scalar()
+    mine = {"invitation": change.invitation_id}
+    if account_id is ...:
+        account_id = conn.execute(prepared(conn, "change_account", lambda: select(
+            INVITATIONS.c.account_id).where(INVITATIONS.c.id == bindparam("invitation"))),
+            mine).scalar()
     if account_id is None:
         return  # nothing registered (yet): the workflow registers first
-    values: dict[str, Any] = {"status": new, "updated_at": as_utc(change.at)}
+    values: dict[str, Any] = mine | {"new_status": new, "now": as_utc(change.at)}
     if change.expires_at is not None:
-        values["expires_at"] = as_utc(change.expires_at)
+        values["new_expires_at"] = as_utc(change.expires_at)
     if change.source_account_id is not None:
-        values["source_account_id"] = change.source_account_id
-    stmt = update(Invitation).where(col(Invitation.id) == change.invitation_id)
-    if new not in FINAL_STATUS_VALUES:
-        stmt = stmt.where(col(Invitation.status).not_in(FINAL_STATUS_VALUES))
-    conn.execute(stmt.values(**values))
+        values["new_source"] = change.source_account_id
+    final = new in FINAL_STATUS_VALUES
+    conn.execute(prepared(conn, ("change_status", final, tuple(sorted(values))),
+                          lambda: _status_update(final, values)), values)
     if new == InvitationStatus.COMPLETED.value:
         claims.mark_joined(conn, change.invitation_id)
     elif new in FINAL_STATUS_VALUES:

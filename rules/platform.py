@@ -11,9 +11,24 @@ link handler's preview (before it), so that what the invitee is shown is what ha
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, overload
 
-from sqlalchemy import ColumnElement, ScalarSelect, and_, bindparam, func, or_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    ScalarSelect,
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal_column,
+    or_,
+    text,
+    union_all,
+)
+from sqlalchemy import select as sa_select
+from sqlalchemy.exc import NoResultFound
 from sqlmodel import Session, col, select
 
 from messages.payloads import (
@@ -23,6 +38,7 @@ from messages.payloads import (
     RefundQuote,
     SettingChange,
 )
+from records.claims import connection_of
 from records.db import as_utc, prepared
 from records.ids import normalise_email
 from records.tables import (
@@ -45,6 +61,8 @@ from records.tables import (
 from rules.money import FORMULA, prorated_refund_minor
 
 ERROR_1009 = 1009
+ACCOUNTS: Table = Account.__table__  # type: ignore[attr-defined]
+USERS: Table = User.__table__  # type: ignore[attr-defined]
 
 # Which table holds each category (settings are UserSetting rows).
 CATEGORY_TABLES: dict[Category, Any] = {
@@ -68,17 +86,56 @@ def live_rows(table: Any) -> ColumnElement[bool]:
                and_(table.staged == True, col(table.invitation_id).in_(live)))  # noqa: E712
 
 
-def find_user(session: Session, email: str) -> User | None:
+@overload
+def find_user(session: Session, email: str) -> User | None: ...
+@overload
+def find_user(session: Connection, email: str) -> Row[Any] | None: ...
+def find_user(session: Session | Connection, email: str) -> User | Row[Any] | None:
     """The user with this email, whatever its case (rows stored before emails were
-    normalised on write may be mixed-case)."""
-    return session.exec(select(User).where(
-        func.lower(User.email) == normalise_email(email))).first()
+    normalised on write may be mixed-case). Given a Connection: a Core row of the same
+    columns (one statement built once: the activities run it at every step)."""
+    if isinstance(session, Session):
+        return session.exec(select(User).where(
+            func.lower(User.email) == normalise_email(email))).first()
+    return session.execute(prepared(session, "find_user", lambda: sa_select(USERS).where(
+        func.lower(USERS.c.email) == bindparam("email"))),
+        {"email": normalise_email(email)}).first()
 
 
-def blocking_items(session: Session, invitee: User, org_account_id: int) -> list[BlockingItem]:
-    """Everything that stops `invitee` from joining `org_account_id` right now."""
-    account = session.get(Account, invitee.account_id)
-    assert account is not None
+class AccountFacts(NamedTuple):
+    """What blocking_items reads of the invitee's account."""
+
+    id: int
+    name: str
+    kind: str
+    status: str
+
+
+def find_invitee(conn: Connection, email: str) -> tuple[Row[Any] | None, AccountFacts | None]:
+    """`find_user` (Core row) and the user's account (for blocking_items), one statement."""
+    row = conn.execute(prepared(conn, "find_invitee", lambda: sa_select(
+        USERS, ACCOUNTS.c.id.label("acct_id"), ACCOUNTS.c.name.label("acct_name"),
+        ACCOUNTS.c.kind.label("acct_kind"), ACCOUNTS.c.status.label("acct_status"),
+    ).select_from(USERS.outerjoin(ACCOUNTS, ACCOUNTS.c.id == USERS.c.account_id)).where(
+        func.lower(USERS.c.email) == bindparam("email"))),
+        {"email": normalise_email(email)}).first()
+    if row is None or row.acct_id is None:
+        return row, None
+    return row, AccountFacts(row.acct_id, row.acct_name, row.acct_kind, row.acct_status)
+
+
+def blocking_items(session: Session | Connection, invitee: Any, org_account_id: int, *,
+                   account: AccountFacts | None = None) -> list[BlockingItem]:
+    """Everything that stops `invitee` (a User, or a row with its id and account_id) from
+    joining `org_account_id` right now. `account`: the invitee's, if read already."""
+    conn = connection_of(session)
+    read: Any = account
+    if read is None:
+        read = conn.execute(prepared(conn, "blocking_account", lambda: select(
+            ACCOUNTS.c.id, ACCOUNTS.c.name, ACCOUNTS.c.kind, ACCOUNTS.c.status).where(
+            ACCOUNTS.c.id == bindparam("acc"))), {"acc": invitee.account_id}).first()
+    assert read is not None
+    account = read
     items: list[BlockingItem] = []
     if account.id == org_account_id:
         return items
@@ -95,45 +152,52 @@ def blocking_items(session: Session, invitee: User, org_account_id: int) -> list
             action="Your account is closed; ask the inviting admin for a new invitation.",
         ))
         return items
-    others = session.exec(
-        select(User).where(User.account_id == account.id, User.id != invitee.id)
-        .order_by(col(User.email))
-    ).all()
-    for other in others:
-        items.append(BlockingItem(
-            kind="other_user", name=other.email,
-            action=f"Remove {other.email} from your account (Admin > User Management), "
-                   "or transfer them to another account.",
-        ))
-    rooms = session.exec(
-        select(Room).where(Room.account_id == account.id).order_by(col(Room.name))
-    ).all()
-    for room in rooms:
-        items.append(BlockingItem(
-            kind="room", name=room.name,
-            action=f"Delete the room {room.name!r} or move it to another account "
-                   "(Room Management).",
-        ))
+    # The other users (by email), then the rooms (by name): one statement.
+    for kind, name in conn.execute(prepared(conn, "blocking_others", _blockers),
+                                   {"acc": account.id, "user": invitee.id}).all():
+        if kind == "other_user":
+            items.append(BlockingItem(
+                kind="other_user", name=name,
+                action=f"Remove {name} from your account (Admin > User Management), "
+                       "or transfer them to another account.",
+            ))
+        else:
+            items.append(BlockingItem(
+                kind="room", name=name,
+                action=f"Delete the room {name!r} or move it to another account "
+                       "(Room Management).",
+            ))
     return items
 
 
+def _blockers() -> Any:
+    rooms = Room.__table__  # type: ignore[attr-defined]
+    others: Any = select(literal_column("'other_user'").label("kind"),
+                    USERS.c.email.label("name")).where(
+        USERS.c.account_id == bindparam("acc"), USERS.c.id != bindparam("user"))
+    return union_all(others, select(literal_column("'room'"), rooms.c.name).where(
+        rooms.c.account_id == bindparam("acc"))).order_by(text("kind"), text("name"))
+
+
 def settings_changes(
-    session: Session, invitee: User, org_account_id: int, group: str | None,
+    session: Session | Connection, invitee: Any, org_account_id: int, group: str | None,
 ) -> list[SettingChange]:
     """The invitee's settings that a lock of the organisation (or of the invited group)
     overrides: key, old value, new value, and why. A group lock wins over an account lock.
     (Core statements built once: it runs at every acceptance check and settings transfer.)"""
-    conn = session.connection()
-    accounts = Account.__table__  # type: ignore[attr-defined]
+    conn = connection_of(session)
     locked = AccountSetting.__table__  # type: ignore[attr-defined]
     mine_table = UserSetting.__table__  # type: ignore[attr-defined]
-    org_name = conn.execute(prepared(conn, "settings_org_name", lambda: select(
-        accounts.c.name).where(accounts.c.id == bindparam("org"))),
-        {"org": org_account_id}).scalar_one()
-    rows = conn.execute(prepared(conn, "settings_locks", lambda: select(
-        locked.c.key, locked.c.value, locked.c.group_name).where(
-        locked.c.account_id == bindparam("org"), locked.c.locked == True)),  # noqa: E712
-        {"org": org_account_id}).all()
+    # The organisation's name with its locks (none: one row of NULLs), one statement.
+    found = conn.execute(prepared(conn, "settings_org_locks", lambda: select(
+        ACCOUNTS.c.name, locked.c.key, locked.c.value, locked.c.group_name,
+    ).select_from(ACCOUNTS.outerjoin(locked, and_(
+        locked.c.account_id == ACCOUNTS.c.id, locked.c.locked == True))).where(  # noqa: E712
+        ACCOUNTS.c.id == bindparam("org"))), {"org": org_account_id}).all()
+    if not found:
+        raise NoResultFound("No row was found when one was required")
+    org_name = found[0].name
+    rows = [row for row in found if row.key is not None]
     locks: dict[str, tuple[object, str]] = {}
     for row in sorted(rows, key=lambda r: r.group_name is not None):  # account, then group
         if row.group_name is None:
@@ -186,6 +250,13 @@ def reports_left_behind(session: Session, invitee: User) -> list[Report]:
     ).all())
 
 
+def reports_left_behind_total(conn: Connection, user_id: int | None, account_id: int) -> int:
+    """How many of `reports_left_behind` there are (one Core count, built once)."""
+    return int(conn.execute(prepared(conn, "reports_left_behind_total", lambda: select(
+        reports_left_behind_count(bindparam("user"), bindparam("acc")))),
+        {"user": user_id, "acc": account_id}).scalar_one())
+
+
 def reports_left_behind_count(user_id: Any, account_id: Any) -> ScalarSelect[int]:
     """How many reports stay behind, as a subquery (the transfer reads it with its count);
     the ids may be bind parameters."""
@@ -201,10 +272,19 @@ def active_subscription(session: Session, account_id: int) -> Subscription | Non
     ).first()
 
 
-def refund_quote(session: Session, invitee: User, at: datetime) -> RefundQuote | None:
+def subscription_row(conn: Connection, account_id: int) -> Row[Any] | None:
+    """`active_subscription` as a Core row (one statement built once)."""
+    subs = Subscription.__table__  # type: ignore[attr-defined]
+    return conn.execute(prepared(conn, "active_subscription", lambda: sa_select(subs).where(
+        subs.c.account_id == bindparam("acc"), subs.c.status == "active",
+    ).order_by(subs.c.id.desc()).limit(1)), {"acc": account_id}).first()
+
+
+def refund_quote(session: Session | Connection, invitee: Any,
+                 at: datetime) -> RefundQuote | None:
     """The refund if `invitee` accepted at `at`; None when there is nothing to refund
     (no active paid subscription)."""
-    sub = active_subscription(session, invitee.account_id)
+    sub = subscription_row(connection_of(session), invitee.account_id)
     if sub is None or sub.price_minor == 0:
         return None
     start, end = as_utc(sub.period_start), as_utc(sub.period_end)
