@@ -193,7 +193,8 @@ class FinaliseActivities:
             # Released: no attempt holds the transfer any more, so no temporary file is in
             # use.
             await in_thread(functools.partial(remove_staging_files, root, req.invitation_id,
-                                              temp_only=True))
+                                              temp_only=True,
+                                              org_account_id=req.org_account_id))
         return done
 
     def _plan(self, req: ReleaseSource) -> Plan:

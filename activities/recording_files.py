@@ -94,12 +94,20 @@ def copy_verified(source: Path, temp: Path, expected: str, what: str,
     return size
 
 
-def remove_staging_files(root: Path, invitation_id: str, *, temp_only: bool = False) -> int:
+def remove_staging_files(root: Path, invitation_id: str, *, temp_only: bool = False,
+                         org_account_id: int | None = None) -> int:
     """Files in this invitation's staging directories: all of them (after an undo), or only
     the temporary files that interrupted or superseded attempts left (once the transfer is
-    live, when no attempt can write any more)."""
+    live, when no attempt can write any more). With `org_account_id`, only that
+    organisation's directory is looked at (see staged_rel_path); without it, every
+    account's directory is scanned (a cost that grows with the number of accounts)."""
     removed = 0
-    for folder in root.glob(f"*/staged/{staging_dir_name(invitation_id)}"):
+    name = staging_dir_name(invitation_id)
+    folders = [root / str(org_account_id) / "staged" / name] if org_account_id is not None \
+        else root.glob(f"*/staged/{name}")
+    for folder in folders:
+        if not folder.is_dir():
+            continue
         for f in folder.iterdir():
             if not temp_only or f.name.endswith(TEMP_SUFFIX):
                 f.unlink(missing_ok=True)
