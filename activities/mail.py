@@ -129,7 +129,7 @@ class RenderedEmail:
 class EmailRenderer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.env = make_environment()
+        self.env = make_environment(auto_reload=False)  # the templates of this release
 
     def link(self, req: EmailRequest) -> str | None:
         if req.kind not in LINKED_KINDS:
