@@ -14,18 +14,13 @@ import asyncio
 import functools
 import hashlib
 import logging
-import re
 import time
 import weakref
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.charset import QP, Charset
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.policy import compat32
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
@@ -35,6 +30,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from config import Settings
+from content.mime import alternative, header_value
 from content.present import make_environment
 from messages.payloads import (
     Category,
@@ -176,73 +172,22 @@ def message_id(message_key: str, mail_from: str) -> str:
     return f"<{hashlib.sha256(message_key.encode()).hexdigest()[:32]}@{_sender(mail_from)[2]}>"
 
 
-# UTF-8 bodies as quoted-printable: readable, 7-bit clean for any server.
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
-_NL = re.compile(r"\r\n|\r|\n")  # how email.generator ends the lines of a body: "\n"
-_PLAIN = re.compile(r"[!-~]+(?: [!-~]+)*")  # printable ASCII words, one space apart
-_BOUNDARY = "=_" + "0" * 40  # the shape of every boundary (see message_bytes)
-
-
-def _header(value: str) -> str | Header:
-    return value if value.isascii() else Header(value, "utf-8")  # RFC 2047 when needed
-
-
-def _header_line(name: str, value: str | Header) -> bytes:
-    """The header as compat32 (Message.as_bytes) writes it: folded to 78 columns, RFC 2047
-    for a Header. A short value of plain words comes out as given, without the folding
-    machinery (its Header.encode was most of the CPU of writing a message)."""
-    if isinstance(value, str) and len(name) + 2 + len(value) <= 78 and _PLAIN.fullmatch(value):
-        return f"{name}: {value}\n".encode("ascii")
-    return compat32.fold_binary(name, value)  # type: ignore[arg-type]  # (a Header too)
-
-
-@functools.cache
-def _part_head(subtype: str) -> bytes:
-    """The header block (and blank line) of a UTF-8 quoted-printable text part."""
-    return MIMEText("", subtype, _UTF8_QP).as_bytes()  # type: ignore[arg-type]
-
-
-@functools.cache
-def _alternative_head() -> tuple[bytes, bytes]:
-    """The Content-Type and MIME-Version lines of multipart/alternative, as written, cut
-    around the boundary: every boundary is "=_" and 40 hex digits, folded alike."""
-    msg = MIMEMultipart("alternative", boundary=_BOUNDARY)
-    before, _, after = b"".join(_header_line(k, v) for k, v in msg.raw_items()).partition(
-        _BOUNDARY.encode())
-    return before, after
-
-
-def _qp_body(text: str) -> bytes:
-    body = _UTF8_QP.body_encode(text)
-    return (_NL.sub("\n", body) if "\r" in body else body).encode("ascii")
-
-
 def message_bytes(settings: Settings, req: EmailRequest, rendered: RenderedEmail,
                   now: datetime | None = None) -> bytes:
-    """The message, flattened: multipart/alternative (text, then HTML), the bytes that the
-    classic email API (MIMEMultipart of two quoted-printable MIMEText, `as_bytes()`) writes
-    for it, written directly: building the Message and flattening it through the generator
-    cost ~5x the CPU, which showed in the worker's profile (tests/test_mail_bytes.py holds
-    that construction and checks the bytes are the same)."""
+    """The message as sent (content.mime): text and HTML, under From, To, Subject, Date,
+    Message-ID (from the message key), the invitation and the kind, and on the invitee's
+    mails Reply-To the admin."""
     digest = hashlib.sha256(req.message_key.encode()).hexdigest()
-    # A boundary of our own, not a random one checked against the text with a regex: "=_"
-    # never occurs in quoted-printable parts ("=" is "=3D").
-    boundary = (_BOUNDARY[:2] + digest[:40]).encode()
     from_header, _, domain = _sender(settings.mail_from)
-    before, after = _alternative_head()
-    out = [before, boundary, after, _header_line("From", from_header),
-           _header_line("To", req.to), _header_line("Subject", _header(rendered.subject)),
-           _header_line("Date", format_datetime(now or datetime.now(UTC))),  # "... +0000"
-           _header_line("Message-ID", f"<{digest[:32]}@{domain}>"),  # = message_id(...)
-           _header_line("X-Invitation-Id", req.invitation_id),
-           _header_line("X-Email-Kind", req.kind.value)]
+    headers: list[tuple[str, str | Header]] = [
+        ("From", from_header), ("To", req.to), ("Subject", header_value(rendered.subject)),
+        ("Date", format_datetime(now or datetime.now(UTC))),  # "... +0000"
+        ("Message-ID", f"<{digest[:32]}@{domain}>"),  # = message_id(...)
+        ("X-Invitation-Id", req.invitation_id), ("X-Email-Kind", req.kind.value)]
     if req.admin_email and not req.kind.value.startswith("admin_"):
-        out.append(_header_line("Reply-To", req.admin_email))
-    delimiter = b"--" + boundary + b"\n"
-    out += [b"\n", delimiter, _part_head("plain"), _qp_body(rendered.text), b"\n", delimiter,
-            _part_head("html"), _qp_body(rendered.html), b"\n--" + boundary + b"--\n"]
-    return b"".join(out)
+        headers.append(("Reply-To", req.admin_email))
+    # A boundary of our own, not a random one checked against the text with a regex.
+    return alternative(headers, "=_" + digest[:40], rendered.text, rendered.html)
 
 
 # The SentEmail bookkeeping runs on the driver's cursor, its statements compiled by

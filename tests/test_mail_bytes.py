@@ -1,8 +1,8 @@
-"""Unit tier: `activities.mail.message_bytes` writes, byte for byte, what the classic email
-API wrote for the same message (`reference` below: the builder it replaced, a
-MIMEMultipart of two quoted-printable MIMEText flattened by `as_bytes()`), for every kind
-and for the awkward cases: non-ASCII and over-long headers, CR/LF in bodies, trailing
-spaces, long lines. And each header line is what compat32 folds."""
+"""Unit tier: `activities.mail.message_bytes` (written by `content.mime`) is, byte for
+byte, what the classic email API wrote for the same message (`reference` below: the
+builder it replaced, a MIMEMultipart of two quoted-printable MIMEText flattened by
+`as_bytes()`), for every kind and for the awkward cases: non-ASCII and over-long headers,
+CR/LF in bodies, trailing spaces, long lines. And each header line is what compat32 folds."""
 
 from __future__ import annotations
 
@@ -17,17 +17,9 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 import pytest
 
-from activities.mail import (
-    _UTF8_QP,
-    EmailRenderer,
-    RenderedEmail,
-    _header,
-    _header_line,
-    _sender,
-    message_bytes,
-    message_id,
-)
+from activities.mail import EmailRenderer, RenderedEmail, _sender, message_bytes, message_id
 from config import Settings
+from content.mime import UTF8_QP, alternative, header_line, header_value
 from messages.payloads import EmailKind, EmailRequest
 from tests.test_mail import NOW, request
 
@@ -43,15 +35,15 @@ def reference(settings: Settings, req: EmailRequest, rendered: RenderedEmail) ->
     msg: Message = MIMEMultipart("alternative", boundary=boundary)
     msg["From"] = _sender(settings.mail_from)[0]
     msg["To"] = req.to
-    msg["Subject"] = _header(rendered.subject)  # type: ignore[assignment]
+    msg["Subject"] = header_value(rendered.subject)  # type: ignore[assignment]
     msg["Date"] = format_datetime(NOW)
     msg["Message-ID"] = message_id(req.message_key, settings.mail_from)
     msg["X-Invitation-Id"] = req.invitation_id
     msg["X-Email-Kind"] = req.kind.value
     if req.admin_email and not req.kind.value.startswith("admin_"):
         msg["Reply-To"] = req.admin_email
-    msg.attach(MIMEText(rendered.text, "plain", _UTF8_QP))  # type: ignore[arg-type]
-    msg.attach(MIMEText(rendered.html, "html", _UTF8_QP))  # type: ignore[arg-type]
+    msg.attach(MIMEText(rendered.text, "plain", UTF8_QP))  # type: ignore[arg-type]
+    msg.attach(MIMEText(rendered.html, "html", UTF8_QP))  # type: ignore[arg-type]
     return msg.as_bytes()
 
 
@@ -106,11 +98,11 @@ def test_header_lines_are_folded_as_compat32_folds_them() -> None:
             expected = compat32.fold_binary(name, value)
         except Exception as exc:  # e.g. an embedded header: the same error either way
             with pytest.raises(type(exc)):
-                _header_line(name, value)
+                header_line(name, value)
             continue
-        assert _header_line(name, value) == expected, (name, value)
+        assert header_line(name, value) == expected, (name, value)
     subject = Header("Grüße aus Köln " * 6, "utf-8")
-    assert _header_line("Subject", subject) == compat32.fold_binary(
+    assert header_line("Subject", subject) == compat32.fold_binary(
         "Subject", subject)  # type: ignore[arg-type]
 
 
@@ -121,3 +113,11 @@ def test_the_date_is_now_unless_given(settings: Settings) -> None:
     data = message_bytes(settings, req, rendered)
     date = next(line for line in data.split(b"\n") if line.startswith(b"Date: "))
     assert before <= parsedate_to_datetime(date.decode()[6:]) <= datetime.now(UTC)
+
+
+def test_a_boundary_of_another_shape_is_refused() -> None:
+    """Its Content-Type line is written from one folded once: any other shape could fold
+    differently, or occur in the quoted-printable text."""
+    for boundary in ("=_" + "0" * 39, "=_" + "A" * 40, "x" * 42, "=_" + "0" * 39 + " "):
+        with pytest.raises(ValueError):
+            alternative([], boundary, "text", "html")
