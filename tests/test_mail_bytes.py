@@ -121,3 +121,22 @@ def test_a_boundary_of_another_shape_is_refused() -> None:
     for boundary in ("=_" + "0" * 39, "=_" + "A" * 40, "x" * 42, "=_" + "0" * 39 + " "):
         with pytest.raises(ValueError):
             alternative([], boundary, "text", "html")
+
+
+def test_quoted_printable_is_the_email_packages() -> None:
+    """content.mime writes it itself: the same as email.quoprimime for any text, lines of
+    75-78 columns with "=" escapes or a space or tab at the cut among them."""
+    from content.mime import _quoted_printable
+
+    rng = random.Random(11)
+    alphabet = ["x", "y", " ", "\t", "=", "é", "€", "\r", "\n", "\r\n", "\x85", "\u2028",
+                "\x0b", "\x7f", ".", "From "]
+    texts = ["", "\n", "x", " ", "=", "\r", "é\n", "a \n", "a\t"]
+    for width in range(72, 82):
+        for end in (" ", "\t", "=", "é", "x", " \n", "=\n"):
+            texts += ["x" * width + end, "x" * (width - 1) + "=" + end, "y" * 200 + end * 2]
+    for _ in range(4000):
+        texts.append("".join(rng.choice(alphabet) * rng.choice((1, 1, 1, 30))
+                             for _ in range(rng.randrange(0, 60))))
+    for text in texts:
+        assert _quoted_printable(text) == UTF8_QP.body_encode(text).encode("ascii"), text
