@@ -16,22 +16,21 @@ import hashlib
 import logging
 import time
 import weakref
+from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.charset import QP, Charset
 from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
 import aiosmtplib
-from sqlalchemy import Engine, Table, bindparam, select
+from sqlalchemy import Dialect, Engine, Table, bindparam, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from config import Settings
+from content.mime import alternative, header_value
 from content.present import make_environment
 from messages.payloads import (
     Category,
@@ -126,7 +125,7 @@ class RenderedEmail:
 class EmailRenderer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.env = make_environment()
+        self.env = make_environment(auto_reload=False)  # the templates of this release
 
     def link(self, req: EmailRequest) -> str | None:
         if req.kind not in LINKED_KINDS:
@@ -173,35 +172,60 @@ def message_id(message_key: str, mail_from: str) -> str:
     return f"<{hashlib.sha256(message_key.encode()).hexdigest()[:32]}@{_sender(mail_from)[2]}>"
 
 
-# UTF-8 bodies as quoted-printable: readable, 7-bit clean for any server.
-_UTF8_QP = Charset("utf-8")
-_UTF8_QP.body_encoding = QP
-
-
-def _header(value: str) -> str | Header:
-    return value if value.isascii() else Header(value, "utf-8")  # RFC 2047 when needed
-
-
-def build_message(settings: Settings, req: EmailRequest, rendered: RenderedEmail) -> Message:
-    """multipart/alternative (text, then HTML). Built with the classic (compat32) API:
-    the modern EmailMessage parses every header it is given and cost ~3x the CPU, which
-    showed in the worker's profile; the bytes sent are an equivalent MIME message."""
-    # A boundary of our own, not a random one checked against the text with a regex
-    # compiled per message: "=_" never occurs in quoted-printable parts ("=" is "=3D").
-    boundary = "=_" + hashlib.sha256(req.message_key.encode()).hexdigest()[:40]
-    msg = MIMEMultipart("alternative", boundary=boundary)
-    msg["From"] = _sender(settings.mail_from)[0]
-    msg["To"] = req.to
-    msg["Subject"] = _header(rendered.subject)  # type: ignore[assignment]
-    msg["Date"] = format_datetime(datetime.now(UTC))  # "... +0000"
-    msg["Message-ID"] = message_id(req.message_key, settings.mail_from)
-    msg["X-Invitation-Id"] = req.invitation_id
-    msg["X-Email-Kind"] = req.kind.value
+def message_bytes(settings: Settings, req: EmailRequest, rendered: RenderedEmail,
+                  now: datetime | None = None) -> bytes:
+    """The message as sent (content.mime): text and HTML, under From, To, Subject, Date,
+    Message-ID (from the message key), the invitation and the kind, and on the invitee's
+    mails Reply-To the admin."""
+    digest = hashlib.sha256(req.message_key.encode()).hexdigest()
+    from_header, _, domain = _sender(settings.mail_from)
+    headers: list[tuple[str, str | Header]] = [
+        ("From", from_header), ("To", req.to), ("Subject", header_value(rendered.subject)),
+        ("Date", format_datetime(now or datetime.now(UTC))),  # "... +0000"
+        ("Message-ID", f"<{digest[:32]}@{domain}>"),  # = message_id(...)
+        ("X-Invitation-Id", req.invitation_id), ("X-Email-Kind", req.kind.value)]
     if req.admin_email and not req.kind.value.startswith("admin_"):
-        msg["Reply-To"] = req.admin_email
-    msg.attach(MIMEText(rendered.text, "plain", _UTF8_QP))  # type: ignore[arg-type]
-    msg.attach(MIMEText(rendered.html, "html", _UTF8_QP))  # type: ignore[arg-type]
-    return msg
+        headers.append(("Reply-To", req.admin_email))
+    # A boundary of our own, not a random one checked against the text with a regex.
+    return alternative(headers, "=_" + digest[:40], rendered.text, rendered.html)
+
+
+# The SentEmail bookkeeping runs on the driver's cursor, its statements compiled by
+# SQLAlchemy once per dialect and driver (records.db.prepared): executing a Core statement
+# (its cache key, parameters, result) cost more than the statement, twice per batch.
+_Params = Callable[[dict[str, Any]], Any]
+
+
+def _driver_sql(dialect: Dialect, stmt: Any, **kw: Any) -> tuple[str, _Params]:
+    """`stmt` as the driver takes it, and what turns {bind name: value} into its
+    parameters (a tuple for a positional paramstyle)."""
+    compiled = stmt.compile(dialect=dialect, **kw)
+    order = compiled.positiontup
+    if compiled.positional and order is not None:
+        return compiled.string, lambda values: tuple(values[k] for k in order)
+    return compiled.string, lambda values: values
+
+
+def _select_sql(dialect: Dialect, keys: int) -> tuple[str, _Params]:
+    """The subjects of `keys` message keys (binds k0, k1...), already sent."""
+    return _driver_sql(dialect, select(SENT.c.message_key, SENT.c.subject).where(
+        SENT.c.message_key.in_([bindparam(f"k{i}") for i in range(keys)])))
+
+
+def _insert_sql(engine: Engine) -> tuple[str, _Params]:
+    """INSERT of a SentEmail row, kept if its key is there already; each value converted
+    as its column type does (sent_at: UTC, naive text on SQLite)."""
+    columns = ("message_key", "invitation_id", "kind", "to", "subject", "sent_at")
+    dialect = engine.dialect
+    sql, params = _driver_sql(dialect, insert_for(engine, SENT).on_conflict_do_nothing(
+        index_elements=["message_key"]), column_keys=list(columns))
+    convert = [(c, p) for c in columns if (p := SENT.c[c].type.bind_processor(dialect))]
+
+    def row(values: dict[str, Any]) -> Any:
+        for column, process in convert:
+            values[column] = process(values[column])
+        return params(values)
+    return sql, row
 
 
 class MailActivities:
@@ -211,22 +235,31 @@ class MailActivities:
         self.renderer = EmailRenderer(settings)
 
     def _already_sent(self, message_keys: list[str]) -> dict[str, str]:
-        """The subjects of the messages among these already sent, by key (one query)."""
-        with self.engine.connect() as conn:
-            return {row.message_key: row.subject for row in conn.execute(prepared(
-                conn, "sent_subjects", lambda: select(SENT.c.message_key, SENT.c.subject)
-                .where(SENT.c.message_key.in_(bindparam("keys", expanding=True)))),
-                {"keys": message_keys})}
+        """The subjects of the messages among these already sent, by key: one SELECT, on
+        SQLite in no transaction of its own (a BEGIN and a ROLLBACK cost as much)."""
+        if not message_keys:
+            return {}
+        n, dialect = len(message_keys), self.engine.dialect
+        sql, params = prepared(self.engine, ("sent_subjects_sql", dialect.driver, n),
+                               lambda: _select_sql(dialect, n))
+        raw = self.engine.raw_connection()
+        try:
+            with closing(raw.cursor()) as cur:
+                cur.execute(sql, params({f"k{i}": k for i, k in enumerate(message_keys)}))
+                return dict(cur.fetchall())
+        finally:
+            raw.close()  # back to the pool, which ends any transaction the driver began
 
     def _record(self, delivered: list[tuple[EmailRequest, str]]) -> None:
-        """Record messages sent (with their subjects), in one transaction. A concurrent
-        attempt that recorded one first sent the same message: its row is kept."""
+        """Record messages sent (with their subjects), in one write transaction. A
+        concurrent attempt that recorded one first sent the same message: its row is kept."""
+        sql, row = prepared(self.engine, ("record_sent_sql", self.engine.dialect.driver),
+                            lambda: _insert_sql(self.engine))
         now = utcnow()
-        with write_transaction(self.engine) as conn:
-            conn.execute(prepared(conn, "record_sent", lambda: insert_for(conn, SENT)
-                                  .on_conflict_do_nothing(index_elements=["message_key"])), [{
+        with write_transaction(self.engine) as conn, closing(conn.connection.cursor()) as cur:
+            cur.executemany(sql, [row({
                 "message_key": req.message_key, "invitation_id": req.invitation_id,
-                "kind": req.kind.value, "to": req.to, "subject": subject, "sent_at": now}
+                "kind": req.kind.value, "to": req.to, "subject": subject, "sent_at": now})
                 for req, subject in delivered])
 
     @activity.defn(name="send_emails")
@@ -267,10 +300,10 @@ class MailActivities:
     async def _deliver(self, req: EmailRequest, session: SmtpSession) -> EmailResult:
         """Send one message not sent yet (the caller records it)."""
         rendered = self.renderer.render(req)
-        msg = build_message(self.settings, req, rendered)
-        # Flattened here and sent to the addresses we know (send_message would copy the
-        # message and parse its headers back into addresses).
-        data, sender = msg.as_bytes(), _sender(self.settings.mail_from)[1]
+        # Sent as bytes to the addresses we know (send_message would copy a Message and
+        # parse its headers back into addresses).
+        data, sender = message_bytes(self.settings, req, rendered), _sender(
+            self.settings.mail_from)[1]
         try:
             await session.sendmail(sender, [req.to], data)
         except aiosmtplib.SMTPRecipientsRefused as exc:

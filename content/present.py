@@ -69,10 +69,12 @@ def setting_name(key: str) -> str:
     return key.replace("_", " ").capitalize()
 
 
-def make_environment() -> Environment:
-    """Autoescaping for .html only: the plain-text mail bodies are not HTML."""
+def make_environment(*, auto_reload: bool = True) -> Environment:
+    """Autoescaping for .html only: the plain-text mail bodies are not HTML.
+    `auto_reload=False`: each template is read once, never checked again (Jinja's check
+    is a stat of the file and of each template it extends or includes, at every use)."""
     env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
+        loader=FileSystemLoader(TEMPLATES), auto_reload=auto_reload,
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
