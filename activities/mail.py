@@ -16,8 +16,6 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -25,7 +23,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from typing import Any
 
 import aiosmtplib
-from sqlalchemy import Dialect, Engine, Table, bindparam, select
+from sqlalchemy import Engine, Table, bindparam, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -190,44 +188,6 @@ def message_bytes(settings: Settings, req: EmailRequest, rendered: RenderedEmail
     return alternative(headers, "=_" + digest[:40], rendered.text, rendered.html)
 
 
-# The SentEmail bookkeeping runs on the driver's cursor, its statements compiled by
-# SQLAlchemy once per dialect and driver (records.db.prepared): executing a Core statement
-# (its cache key, parameters, result) cost more than the statement, twice per batch.
-_Params = Callable[[dict[str, Any]], Any]
-
-
-def _driver_sql(dialect: Dialect, stmt: Any, **kw: Any) -> tuple[str, _Params]:
-    """`stmt` as the driver takes it, and what turns {bind name: value} into its
-    parameters (a tuple for a positional paramstyle)."""
-    compiled = stmt.compile(dialect=dialect, **kw)
-    order = compiled.positiontup
-    if compiled.positional and order is not None:
-        return compiled.string, lambda values: tuple(values[k] for k in order)
-    return compiled.string, lambda values: values
-
-
-def _select_sql(dialect: Dialect, keys: int) -> tuple[str, _Params]:
-    """The subjects of `keys` message keys (binds k0, k1...), already sent."""
-    return _driver_sql(dialect, select(SENT.c.message_key, SENT.c.subject).where(
-        SENT.c.message_key.in_([bindparam(f"k{i}") for i in range(keys)])))
-
-
-def _insert_sql(engine: Engine) -> tuple[str, _Params]:
-    """INSERT of a SentEmail row, kept if its key is there already; each value converted
-    as its column type does (sent_at: UTC, naive text on SQLite)."""
-    columns = ("message_key", "invitation_id", "kind", "to", "subject", "sent_at")
-    dialect = engine.dialect
-    sql, params = _driver_sql(dialect, insert_for(engine, SENT).on_conflict_do_nothing(
-        index_elements=["message_key"]), column_keys=list(columns))
-    convert = [(c, p) for c in columns if (p := SENT.c[c].type.bind_processor(dialect))]
-
-    def row(values: dict[str, Any]) -> Any:
-        for column, process in convert:
-            values[column] = process(values[column])
-        return params(values)
-    return sql, row
-
-
 class MailActivities:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
@@ -235,31 +195,22 @@ class MailActivities:
         self.renderer = EmailRenderer(settings)
 
     def _already_sent(self, message_keys: list[str]) -> dict[str, str]:
-        """The subjects of the messages among these already sent, by key: one SELECT, on
-        SQLite in no transaction of its own (a BEGIN and a ROLLBACK cost as much)."""
-        if not message_keys:
-            return {}
-        n, dialect = len(message_keys), self.engine.dialect
-        sql, params = prepared(self.engine, ("sent_subjects_sql", dialect.driver, n),
-                               lambda: _select_sql(dialect, n))
-        raw = self.engine.raw_connection()
-        try:
-            with closing(raw.cursor()) as cur:
-                cur.execute(sql, params({f"k{i}": k for i, k in enumerate(message_keys)}))
-                return dict(cur.fetchall())
-        finally:
-            raw.close()  # back to the pool, which ends any transaction the driver began
+        """The subjects of the messages among these already sent, by key (one query)."""
+        with self.engine.connect() as conn:
+            return {row.message_key: row.subject for row in conn.execute(prepared(
+                conn, "sent_subjects", lambda: select(SENT.c.message_key, SENT.c.subject)
+                .where(SENT.c.message_key.in_(bindparam("keys", expanding=True)))),
+                {"keys": message_keys})}
 
     def _record(self, delivered: list[tuple[EmailRequest, str]]) -> None:
-        """Record messages sent (with their subjects), in one write transaction. A
-        concurrent attempt that recorded one first sent the same message: its row is kept."""
-        sql, row = prepared(self.engine, ("record_sent_sql", self.engine.dialect.driver),
-                            lambda: _insert_sql(self.engine))
+        """Record messages sent (with their subjects), in one transaction. A concurrent
+        attempt that recorded one first sent the same message: its row is kept."""
         now = utcnow()
-        with write_transaction(self.engine) as conn, closing(conn.connection.cursor()) as cur:
-            cur.executemany(sql, [row({
+        with write_transaction(self.engine) as conn:
+            conn.execute(prepared(conn, "record_sent", lambda: insert_for(conn, SENT)
+                                  .on_conflict_do_nothing(index_elements=["message_key"])), [{
                 "message_key": req.message_key, "invitation_id": req.invitation_id,
-                "kind": req.kind.value, "to": req.to, "subject": subject, "sent_at": now})
+                "kind": req.kind.value, "to": req.to, "subject": subject, "sent_at": now}
                 for req, subject in delivered])
 
     @activity.defn(name="send_emails")
