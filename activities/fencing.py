@@ -21,6 +21,7 @@ after it starts a new round from zero. Both times come from the Temporal server'
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -210,7 +211,9 @@ async def in_thread(fn: Callable[..., T], *args: Any, details: Any = None,
     transaction has committed or rolled back before the cancellation is reported and an
     undo can follow."""
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(None, functools.partial(fn, *args))
+    # In the activity's context, as asyncio.to_thread does (activity.info() works there).
+    future = loop.run_in_executor(None, functools.partial(
+        contextvars.copy_context().run, fn, *args))
     try:
         while True:
             done, _ = await asyncio.wait({future}, timeout=HEARTBEAT_EVERY)

@@ -23,6 +23,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import refunds
+from activities.fencing import in_thread
 from config import Settings
 from messages.activity_io import (
     ERR_CLAIM_LOST,
@@ -241,7 +242,9 @@ class PlatformActivities:
 
     @activity.defn(name="link_member")
     async def link_member(self, req: LinkMember) -> Membership:
-        return await asyncio.to_thread(self._link_member, req)
+        # A cancel is answered once the thread's transaction committed or rolled back
+        # (in_thread): the unlink that follows never runs beside it.
+        return await in_thread(self._link_member, req)
 
     def _link_member(self, req: LinkMember) -> Membership:
         with write_transaction(self.engine) as conn:
@@ -362,7 +365,7 @@ class PlatformActivities:
 
     @activity.defn(name="pay_refund")
     async def pay_refund(self, req: PayRefund) -> Payment:
-        return await asyncio.to_thread(self._pay_refund, req)
+        return await in_thread(self._pay_refund, req)  # as link_member: then the reversal
 
     def _pay_refund(self, req: PayRefund) -> Payment:
         return refunds.pay_refund(self.engine, req)

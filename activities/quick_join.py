@@ -44,10 +44,19 @@ class QuickJoinActivities:
         self.steps = dict(steps)
 
     async def _call(self, name: str, arg: Any) -> Any:
+        """One step. On a cancel (of the workflow) the step is cancelled and waited for:
+        the cancel is reported only once it has stopped, and the steps wait for their
+        database thread to commit or roll back (activities.fencing.in_thread), so that no
+        undo runs beside them."""
         fn = self.steps[name]
-        if inspect.iscoroutinefunction(fn):
-            return await fn(arg)
-        return await asyncio.to_thread(fn, arg)  # a sync activity: off the loop, as usual
+        step = asyncio.ensure_future(
+            fn(arg) if inspect.iscoroutinefunction(fn) else asyncio.to_thread(fn, arg))
+        try:
+            return await asyncio.shield(step)
+        except asyncio.CancelledError:
+            step.cancel()
+            await asyncio.wait({step})
+            raise
 
     @activity.defn(name=QUICK_JOIN)
     async def join_quick(self, req: QuickJoin) -> QuickJoined:

@@ -7,17 +7,22 @@ money paid once and every row copied exactly once (time-skipping server)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 from temporalio import activity
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
+from activities.platform import PlatformActivities
 from config import Settings
 from messages.activity_io import LinkMember, Membership, PayRefund, Transfer, Transferred
 from messages.payloads import AcceptRequest, Category, InvitationStatus, Payment, RefundDestination
@@ -27,7 +32,10 @@ from tests.workflow_helpers import (
     activity_name,
     copies,
     duplicated_sources,
+    events,
+    eventually,
     invitation_input,
+    invitation_row,
     ledger,
     make_world,
     real_activity,
@@ -154,3 +162,47 @@ async def test_a_transfer_failing_inside_after_a_commit_goes_on_as_its_activity(
     _completed_once(engine, world, result)
     assert "activity:transfer_chat" in steps, steps
     assert "transfer_chat" not in steps  # no second quick try: straight to the activity
+
+
+@pytest.mark.parametrize("where", ["inside", "alone"])
+async def test_a_cancel_waits_for_a_step_still_writing_then_undoes_it(
+    ts_env: WorkflowEnvironment, settings: Settings, engine: Engine, smtp: Path, where: str,
+) -> None:
+    """The cancel reaches the link (inside the quick join, or run alone after the quick
+    join's try failed) while it runs on a thread that cannot be interrupted and commits
+    only afterwards (a slow database): the cancellation must not be reported, and the
+    unlink run, before that commit, or the member would stay linked."""
+    entered = threading.Event()
+
+    class SlowDatabase(PlatformActivities):
+        def _link_member(self, req: LinkMember) -> Membership:  # the thread's work
+            inside = activity.info().activity_type == INSIDE
+            if inside and where == "alone":
+                raise RuntimeError("database busy")  # the link then runs alone
+            if inside == (where == "inside"):
+                entered.set()
+                deadline = time.monotonic() + 60
+                while not activity.is_cancelled() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert activity.is_cancelled(), "the cancel never reached the link"
+                time.sleep(0.5)  # the commit lands well after the cancel
+            return super()._link_member(req)
+
+    slow_link = SlowDatabase(settings, engine).link_member  # the real activity method
+    world = await _world(ts_env, engine, settings)
+    acts = activities_with(settings, engine, slow_link)
+    async with new_worker(ts_env.client, settings, engine, activities=acts):
+        handle = await start(ts_env.client, settings, invitation_input(world))
+        accepting = asyncio.ensure_future(handle.execute_update(InvitationWorkflow.accept,
+                                                                CREDIT))
+        await eventually(entered.is_set, within=30, what="the link inside the quick join")
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        await asyncio.gather(accepting, return_exceptions=True)
+    assert invitation_row(engine, world.invitation).status == "failed_compensated"  # type: ignore[union-attr]
+    assert "linked" in events(engine, world.invitation)  # the late commit happened...
+    assert "unlinked" in events(engine, world.invitation)  # ...and was undone after it
+    assert user(engine, world.user_id).account_id == world.source_account_id  # type: ignore[union-attr]
+    assert ledger(engine, world.invitation) == []  # the refund never started
+    assert sum(copies(engine, world.invitation).values()) == 0

@@ -153,26 +153,29 @@ class Moving(Telling):
             for category in Category:
                 saga.register(f"remove the copied {category.value}",
                               lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
+            for progress in self._progress.categories.values():
+                progress.state = "running"  # the quick try moves them (a cancel: undone)
         joined = await self._quick_join(record, source, pays) or QuickJoined()
         if joined.member is None:
-            await self._link(record)
+            await self._link(record, options.SAGA_STEP_WAIT)
         else:
             self._user_id = joined.member.user_id
         if pays and source is not None:
             if joined.payment is None:
-                await self._pay(source)
+                await self._pay(source, options.SAGA_STEP_WAIT)
             else:
                 self._paid(joined.payment)
         if source is not None:
             self._set_step("Transferring data")
             await self._transfer_all(self._user_id, source, joined)
 
-    async def _link(self, record: StatusChange | None) -> None:
+    async def _link(self, record: StatusChange | None,
+                    step_options: dict[str, Any] = options.SAGA_STEP) -> None:
         self._set_step("Linking the member to the account")
         try:
             member = await workflow.execute_local_activity_method(
                 PlatformActivities.link_member, self._link_request(record),
-                summary="Link the member to the account", **options.SAGA_STEP)
+                summary="Link the member to the account", **step_options)
         except FailureError as err:
             if record is not None:  # not written: the next status change writes it
                 self._unrecorded = [*record.earlier, AuditNote(
@@ -185,12 +188,12 @@ class Moving(Telling):
             PlatformActivities.unlink_invitation, UnlinkInvitation(invitation_id=self._id),
             summary="Undo: unlink the member, restore their account", **options.UNDO)
 
-    async def _pay(self, source: int) -> None:
+    async def _pay(self, source: int, step_options: dict[str, Any] = options.SAGA_STEP) -> None:
         self._set_step("Paying the refund")
         try:
             payment = await workflow.execute_local_activity_method(
                 PlatformActivities.pay_refund, self._pay_request(source),
-                summary="Pay the refund once", **options.SAGA_STEP)
+                summary="Pay the refund once", **step_options)
         except FailureError as err:
             raise _failed("pay the refund", err) from err
         self._paid(payment)

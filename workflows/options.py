@@ -41,6 +41,12 @@ CHECK: dict[str, Any] = {
 SAGA_STEP: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=10), "retry_policy": _backoff(attempts=10),
 }
+# The same, for invitations since the quick-join patch: a cancel waits until the step
+# stopped writing (the activity answers once its transaction is over), so that its undo
+# never runs beside it.
+SAGA_STEP_WAIT: dict[str, Any] = {
+    **SAGA_STEP, "cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+}
 
 # One category of data. Cancelling waits until the activity stopped writing, so that its
 # undo never races it (the transfer is also fenced in the database: activities/transfers).
