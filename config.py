@@ -45,10 +45,10 @@ class Settings(BaseSettings):
     link_secret: SecretStr = SecretStr("dev-only-change-me")
     public_base_url: str = "http://127.0.0.1:8000"
     metrics_port: int | None = 9464
-    # Worker processes `python worker.py` runs on this machine (0: one per CPU). A Python
-    # worker runs its workflows and local activities on one CPU (the GIL); each process
-    # polls the same task queue, and process i serves metrics on metrics_port + i.
-    worker_processes: int = Field(default=1, ge=0, le=64)
+    # Worker processes `python worker.py` runs on this machine (0: one per CPU it may use).
+    # A Python worker runs its workflows and local activities on one CPU (the GIL); each
+    # process polls the same task queue, and process i serves metrics on metrics_port + i.
+    worker_processes: int = Field(default=0, ge=0, le=64)
     log_json: bool = False
     invitation_expiry_days: int = Field(default=30, ge=1, le=365)
     # Where files live by default (see paths_under; the dev server's temporal.db too), and

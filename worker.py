@@ -1,12 +1,13 @@
 """The worker: runs InvitationWorkflow and every activity on the invitations task queue.
 
     python worker.py                  # uses Settings (INVITES_* env vars, .env)
-    python worker.py --processes 0    # one worker process per CPU (or N; see below)
+    python worker.py --processes 1    # one process only (default: one per CPU)
 
-A Python worker runs its workflow tasks and local activities on one CPU (the GIL): on a
-machine with several, run one process per CPU (`--processes 0`, or
-INVITES_WORKER_PROCESSES). This process then starts the others, which poll the same task
-queue, die with it, and are stopped with it; process i serves metrics on metrics_port + i.
+A Python worker runs its workflow tasks and local activities on one CPU (the GIL), so by
+default this starts one process per CPU it may run on (`--processes N`, or
+INVITES_WORKER_PROCESSES, to choose). This process starts the others, which poll the same
+task queue, die with it, and are stopped with it; process i serves metrics on
+metrics_port + i.
 
 Prometheus metrics (Temporal's own and ours) are served on settings.metrics_port.
 """
@@ -154,8 +155,13 @@ def make_runtime(settings: Settings) -> Runtime:
 
 
 def process_count(settings: Settings, flag: int | None) -> int:
+    """The flag, else the setting; 0 is one per CPU this process may run on (its
+    affinity: a container's cpuset, not the host's count)."""
     wanted = settings.worker_processes if flag is None else flag
-    return wanted if wanted > 0 else (os.cpu_count() or 1)
+    if wanted > 0:
+        return wanted
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return len(usable) if usable else (os.cpu_count() or 1)
 
 
 def start_siblings(count: int) -> list[subprocess.Popen[bytes]]:
@@ -186,7 +192,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description="The invitations worker.")
     parser.add_argument("--processes", type=int, default=None,
                         help="worker processes on this machine, 0 = one per CPU "
-                             "(default: INVITES_WORKER_PROCESSES, 1)")
+                             "(default: INVITES_WORKER_PROCESSES, 0)")
     parser.add_argument("--sibling", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.processes is not None and args.processes < 0:

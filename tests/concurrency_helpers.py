@@ -54,6 +54,7 @@ def worker_env(settings: Settings, temporal_address: str) -> dict[str, str]:
     env.update({
         "INVITES_DATABASE_URL": settings.database_url,
         "INVITES_TASK_QUEUE": settings.task_queue,
+        "INVITES_WORKER_PROCESSES": "1",  # one process each: the tests count them
         "INVITES_TEMPORAL_ADDRESS": temporal_address,
         "INVITES_RECORDINGS_DIR": str(settings.recordings_dir),
         "INVITES_MAILDIR": str(settings.maildir),

@@ -50,9 +50,12 @@ async def _gone(pids: list[int], within: float = 30) -> bool:
     return False
 
 
-def _start(settings: Settings, env_address: str, *args: str) -> subprocess.Popen[bytes]:
+def _start(settings: Settings, env_address: str, *args: str,
+           default: bool = False) -> subprocess.Popen[bytes]:
     env = worker_env(settings, env_address)
     env["INVITES_METRICS_PORT"] = str(free_port())
+    if default:  # as a deployment runs it: no count given
+        env.pop("INVITES_WORKER_PROCESSES", None)
     return subprocess.Popen([sys.executable, "worker.py", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -93,6 +96,19 @@ async def test_a_clean_stop_stops_every_process(
         if first.poll() is None:
             first.kill()
             first.wait(timeout=30)
+
+
+async def test_by_default_one_process_per_usable_cpu(
+    dev_env: WorkflowEnvironment, settings: Settings,
+) -> None:
+    usable = len(os.sched_getaffinity(0))
+    first = _start(settings, _address(dev_env), default=True)
+    try:
+        await wait_for_pollers(dev_env.client, settings.task_queue, usable)
+        assert len(_children(first.pid)) == usable - 1
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
 
 
 def test_a_negative_count_is_refused() -> None:
