@@ -164,17 +164,40 @@ def process_count(settings: Settings, flag: int | None) -> int:
     return len(usable) if usable else (os.cpu_count() or 1)
 
 
+def start_sibling(index: int) -> subprocess.Popen[bytes]:
+    """Process index+1 of this worker (the same command, `--sibling index`)."""
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--sibling", str(index)],
+        env={**os.environ, "INVITES_WORKER_PARENT_PID": str(os.getpid())})
+
+
 def start_siblings(count: int) -> list[subprocess.Popen[bytes]]:
-    """Processes 2..count of this worker (the same command, `--sibling i`)."""
-    return [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--sibling", str(i)],
-                             env=os.environ.copy()) for i in range(1, count)]
+    return [start_sibling(i) for i in range(1, count)]
+
+
+async def keep_siblings(siblings: list[subprocess.Popen[bytes]], stop: asyncio.Event,
+                        every: float = 1.0) -> None:
+    """A sibling that exits while this process runs is started again (after `every` s)."""
+    while not stop.is_set():
+        for i, proc in enumerate(siblings):
+            if proc.poll() is not None and not stop.is_set():
+                log.error("worker process %d exited with code %s: starting it again",
+                          i + 2, proc.returncode)
+                siblings[i] = start_sibling(i + 1)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=every)
+        except TimeoutError:
+            pass
 
 
 def die_with_parent() -> None:
     """A sibling is stopped (SIGTERM) when the process that started it dies, even by
-    SIGKILL (Linux prctl PR_SET_PDEATHSIG); elsewhere it is stopped on a clean exit only."""
+    SIGKILL (Linux prctl PR_SET_PDEATHSIG); elsewhere it is stopped on a clean exit only.
+    If that process is already gone, this one leaves at once."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if str(os.getppid()) != os.environ.get("INVITES_WORKER_PARENT_PID"):
+        raise SystemExit(0)
 
 
 def stop_siblings(siblings: list[subprocess.Popen[bytes]]) -> None:
@@ -197,12 +220,13 @@ async def main() -> None:
     args = parser.parse_args()
     if args.processes is not None and args.processes < 0:
         parser.error("--processes: must be 0 (one per CPU) or more")
+    if args.sibling:
+        die_with_parent()
     settings = get_settings()
     # Before anything else: the worker signs the links it mails with this secret.
     require_production_secrets(settings, "the worker")
     configure_logging(json_output=settings.log_json, secrets=secrets_to_mask(settings))
     if args.sibling:
-        die_with_parent()
         if settings.metrics_port:
             settings = settings.model_copy(
                 update={"metrics_port": settings.metrics_port + args.sibling})
@@ -226,10 +250,13 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("worker process %d polling task queue %s (metrics on :%s; %d more started)",
              args.sibling + 1, settings.task_queue, settings.metrics_port, len(siblings))
+    keeping = asyncio.ensure_future(keep_siblings(siblings, stop))
     try:
         async with worker:
             await stop.wait()
     finally:
+        stop.set()
+        await keeping
         await asyncio.to_thread(stop_siblings, siblings)
     log.info("worker stopped")
 

@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from config import Settings
 from tests.concurrency_helpers import ROOT, wait_for_pollers, worker_env
 from tests.conftest import free_port
+from tests.workflow_helpers import eventually
 
 
 def _children(pid: int) -> list[int]:
@@ -79,6 +80,25 @@ async def test_processes_poll_one_queue_and_die_with_the_first(
         if first.poll() is None:
             first.kill()
             first.wait(timeout=30)
+
+
+async def test_a_process_that_dies_is_started_again(
+    dev_env: WorkflowEnvironment, settings: Settings,
+) -> None:
+    first = _start(settings, _address(dev_env), "--processes", "2")
+    try:
+        await wait_for_pollers(dev_env.client, settings.task_queue, 2)
+        [sibling] = _children(first.pid)
+        os.kill(sibling, signal.SIGKILL)
+        assert await _gone([sibling])
+        again = await eventually(
+            lambda: [p for p in _children(first.pid) if p != sibling and _alive(p)],
+            within=60, what="a new worker process")
+        assert len(again) == 1
+        await wait_for_pollers(dev_env.client, settings.task_queue, 2)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
 
 
 async def test_a_clean_stop_stops_every_process(
