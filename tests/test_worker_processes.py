@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
@@ -65,28 +67,39 @@ def _address(env: WorkflowEnvironment) -> str:
     return env.client.service_client.config.target_host
 
 
+@contextmanager
+def _worker(env: WorkflowEnvironment, settings: Settings, *args: str,
+            default: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """`python worker.py ARGS`, stopped at the end (SIGTERM, then SIGKILL) if still up."""
+    first = _start(settings, _address(env), *args, default=default)
+    try:
+        yield first
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGTERM)
+            try:
+                first.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                first.kill()
+                first.wait(timeout=30)
+
+
 async def test_processes_poll_one_queue_and_die_with_the_first(
     dev_env: WorkflowEnvironment, settings: Settings,
 ) -> None:
-    first = _start(settings, _address(dev_env), "--processes", "2")
-    try:
+    with _worker(dev_env, settings, "--processes", "2") as first:
         await wait_for_pollers(dev_env.client, settings.task_queue, 2)
         siblings = _children(first.pid)
         assert len(siblings) == 1, siblings
         first.send_signal(signal.SIGKILL)  # no clean stop: the sibling must go anyway
         first.wait(timeout=30)
         assert await _gone(siblings), "a worker process outlived the one that started it"
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(timeout=30)
 
 
 async def test_a_process_that_dies_is_started_again(
     dev_env: WorkflowEnvironment, settings: Settings,
 ) -> None:
-    first = _start(settings, _address(dev_env), "--processes", "2")
-    try:
+    with _worker(dev_env, settings, "--processes", "2") as first:
         await wait_for_pollers(dev_env.client, settings.task_queue, 2)
         [sibling] = _children(first.pid)
         os.kill(sibling, signal.SIGKILL)
@@ -95,40 +108,27 @@ async def test_a_process_that_dies_is_started_again(
             lambda: [p for p in _children(first.pid) if p != sibling and _alive(p)],
             within=60, what="a new worker process")
         assert len(again) == 1
-        await wait_for_pollers(dev_env.client, settings.task_queue, 2)
-    finally:
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=60)
 
 
 async def test_a_clean_stop_stops_every_process(
     dev_env: WorkflowEnvironment, settings: Settings,
 ) -> None:
-    first = _start(settings, _address(dev_env), "--processes", "3")
-    try:
+    with _worker(dev_env, settings, "--processes", "3") as first:
         await wait_for_pollers(dev_env.client, settings.task_queue, 3)
         siblings = _children(first.pid)
         assert len(siblings) == 2, siblings
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) == 0
         assert await _gone(siblings)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait(timeout=30)
 
 
 async def test_by_default_one_process_per_usable_cpu(
     dev_env: WorkflowEnvironment, settings: Settings,
 ) -> None:
     usable = len(os.sched_getaffinity(0))
-    first = _start(settings, _address(dev_env), default=True)
-    try:
+    with _worker(dev_env, settings, default=True) as first:
         await wait_for_pollers(dev_env.client, settings.task_queue, usable)
         assert len(_children(first.pid)) == usable - 1
-    finally:
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=60)
 
 
 def test_a_negative_count_is_refused() -> None:

@@ -74,9 +74,13 @@ QUICK: dict[str, Any] = {
 # activity: workflows/moving.py `_join_quickly`). Each transfer in it has its own
 # QUICK_BUDGET_SECONDS of copying; no transfer starts after QUICK_JOIN_SECONDS (time spent
 # waiting for the database counts: under a burst the rest then runs as steps of their
-# own). Its timeout leaves room for both.
+# own). Its timeout leaves room for both; it is not tried twice: a step stalled past it
+# (the workflow task waits meanwhile: updates and queries too) runs alone instead.
 QUICK_JOIN_SECONDS = 6.0
-QUICK_JOIN: dict[str, Any] = {**QUICK, "start_to_close_timeout": timedelta(seconds=30)}
+QUICK_JOIN: dict[str, Any] = {
+    **QUICK, "start_to_close_timeout": timedelta(seconds=15),
+    "retry_policy": RetryPolicy(maximum_attempts=1),
+}
 
 # Finalise, the point of no return: a quick try (QUICK: one short transaction), then a
 # first round of attempts as an activity, then (after the alert is raised) retried
