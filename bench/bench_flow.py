@@ -322,7 +322,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="invitations per phase")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="starts/accepts in flight (default: all N at once)")
-    parser.add_argument("--repeat", type=int, default=2, help="rounds of (bare, project)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of (bare, project); the ratio is over all of them")
     parser.add_argument("--server", default="memory",
                         help="memory or file: own dev server (in memory, or a SQLite file "
                              "in the temp dir); HOST:PORT: a running server with our search "
