@@ -38,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
     from messages.payloads import (
         AcceptOutcome,
         AcceptRequest,
-        Category,
         DeclineRequest,
         EmailKind,
         InvitationInput,
@@ -208,9 +207,7 @@ class InvitationWorkflow(Waiting):
                     saga.register("reverse the refund", lambda: self._reverse(source))
                     await self._pay(source)
                 if source is not None:
-                    for category in Category:
-                        saga.register(f"remove the copied {category.value}",
-                                      lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
+                    self._register_transfer_undos(saga)
                     self._set_step("Transferring data")
                     await self._transfer_all(self._user_id, source)
             if quick:  # a cancel that came during the quick steps is seen here, and undoes

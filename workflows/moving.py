@@ -84,21 +84,28 @@ def _failed(step: str, err: FailureError) -> BaseException:
 
 
 Finishing = TypeVar("Finishing", Transferred, Released)
+Answer = TypeVar("Answer")
+
+
+async def _first_try(method: Callable[[Any, Any], Awaitable[Answer]], arg: Any, summary: str,
+                     step_options: dict[str, Any]) -> Answer | None:
+    """A local activity tried first: its answer, or None if it failed (what it did not do
+    then runs as its own step). A cancel of the workflow stays a cancel."""
+    try:
+        return await workflow.execute_local_activity_method(method, arg, summary=summary,
+                                                            **step_options)
+    except FailureError as err:
+        if cancelled(err):
+            raise asyncio.CancelledError() from err
+        return None
 
 
 async def _quick_try(method: Callable[[Any, Any], Awaitable[Finishing]], arg: Any,
                      summary: str) -> Finishing | None:
     """A quick first try (options.QUICK): the local activity's result if it finished
-    within its budget; None if it did not or failed, for the activity to go on with. A
-    cancel of the workflow stays a cancel."""
-    try:
-        done = await workflow.execute_local_activity_method(method, arg, summary=summary,
-                                                            **options.QUICK)
-    except FailureError as err:
-        if cancelled(err):
-            raise asyncio.CancelledError() from err
-        return None
-    return done if done.finished else None
+    within its budget; None if it did not or failed, for the activity to go on with."""
+    done = await _first_try(method, arg, summary, options.QUICK)
+    return done if done is not None and done.finished else None
 
 
 class Moving(Telling):
@@ -133,14 +140,8 @@ class Moving(Telling):
                         source_account_id=source, scheduled_at=workflow.now(),
                         budget_seconds=options.QUICK_BUDGET_SECONDS,
                         start_transfers_within=options.QUICK_JOIN_SECONDS)
-        try:
-            return await workflow.execute_local_activity_method(
-                QuickJoinActivities.join_quick, req,
-                summary="Link, refund and data (quick)", **options.QUICK_JOIN)
-        except FailureError as err:
-            if cancelled(err):
-                raise asyncio.CancelledError() from err
-            return None
+        return await _first_try(QuickJoinActivities.join_quick, req,
+                                "Link, refund and data (quick)", options.QUICK_JOIN)
 
     async def _join_quickly(self, saga: Compensations, record: StatusChange | None,
                             source: int | None) -> None:
@@ -150,9 +151,7 @@ class Moving(Telling):
         if source is not None:
             if pays:
                 saga.register("reverse the refund", lambda: self._reverse(source))
-            for category in Category:
-                saga.register(f"remove the copied {category.value}",
-                              lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
+            self._register_transfer_undos(saga)
             for progress in self._progress.categories.values():
                 progress.state = "running"  # the quick try moves them (a cancel: undone)
         joined = await self._quick_join(record, source, pays) or QuickJoined()
@@ -279,6 +278,11 @@ class Moving(Telling):
             step.model_copy(update={"budget_seconds": options.QUICK_BUDGET_SECONDS,
                                     "scheduled_at": workflow.now()}),
             f"Transfer {label} (quick)")
+
+    def _register_transfer_undos(self, saga: Compensations) -> None:
+        for category in Category:
+            saga.register(f"remove the copied {category.value}",
+                          lambda c=category: self._undo_transfer(c))  # type: ignore[misc]
 
     async def _undo_transfer(self, category: Category) -> Any:
         return await workflow.execute_activity_method(
